@@ -1,0 +1,2 @@
+def main() -> None:  # replaced by the real CLI
+    raise SystemExit(2)
