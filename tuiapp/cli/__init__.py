@@ -1,0 +1,1 @@
+"""Command groups of the ``tuneloop`` CLI; each module exposes ``app`` (a Typer)."""

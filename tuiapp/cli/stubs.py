@@ -1,0 +1,75 @@
+"""Command groups whose capability is not built yet.
+
+They exist so ``tuneloop --help`` shows the whole shape of the tool, and they say plainly what is
+missing and exit 2 — never fake output.
+"""
+
+from __future__ import annotations
+
+import typer
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def missing(command: str, capability: str) -> None:
+    typer.echo(
+        f"`tuneloop {command}` needs {capability}, which this version of tuneloop does not have "
+        "yet. Nothing was run.",
+        err=True,
+    )
+    raise typer.Exit(2)
+
+
+def _group(name: str, help_text: str, capability: str, subcommands: dict[str, str]) -> typer.Typer:
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    for sub, sub_help in subcommands.items():
+
+        def command(ctx: typer.Context, _sub: str = sub) -> None:
+            missing(f"{name} {_sub}", capability)
+
+        command.__doc__ = sub_help
+        group.command(sub, context_settings=_PASSTHROUGH)(command)
+    return group
+
+
+train_app = _group(
+    "train",
+    "Start training jobs (SFT, continued pre-training, DPO, reward, PPO, GRPO, RLOO).",
+    "the training engine",
+    {
+        "sft": "Supervised fine-tuning (full / LoRA / QLoRA) from a config file.",
+        "cpt": "Continued pre-training on raw text.",
+        "dpo": "Direct preference optimisation on a preference dataset.",
+        "kto": "KTO on unpaired good/bad examples.",
+        "reward": "Train a reward model on preference pairs.",
+        "ppo": "PPO against a reward model or a verifier.",
+        "grpo": "GRPO against a reward model or a verifier.",
+        "rloo": "RLOO against a reward model or a verifier.",
+    },
+)
+
+labels_app = _group(
+    "labels",
+    "Preference labelling tasks, export and statistics.",
+    "preference labelling",
+    {
+        "new": "Generate label tasks from two or more models over a prompt set.",
+        "export": "Export labels as a new preference dataset version.",
+        "stats": "Label counts, agreement and win-rates.",
+    },
+)
+
+
+def export_cmd(ctx: typer.Context) -> None:
+    """Merge a run's adapter and write GGUF files (f16, q8_0, q4_k_m, ...)."""
+    missing("export", "the GGUF export engine")
+
+
+def generate_cmd(ctx: typer.Context) -> None:
+    """Generate an answer from a model (base, a run id, a folder or a GGUF file)."""
+    missing("generate", "the generation backends of the compare engine")
+
+
+def eval_cmd(ctx: typer.Context) -> None:
+    """Run a prompt set through models and score the answers."""
+    missing("eval", "batch evaluation")
