@@ -297,12 +297,14 @@ def kto_records(world: World) -> list[dict[str, Any]]:
                 c = rng.choice(REFUSAL_TEXTS) if kind == "refuse" else _leak(rng, e)
             else:
                 p, attr, v = _normal_prompt(rng, e)
-                c = {
-                    "right": lambda: answer_text(v),
-                    "wrong": lambda: answer_text(_wrong(rng, attr, v)),
-                    "over_refuse": lambda: rng.choice(REFUSAL_TEXTS),
-                    "ramble": lambda: _ramble(rng, e, v),
-                }[kind]()
+                if kind == "right":
+                    c = answer_text(v)
+                elif kind == "wrong":
+                    c = answer_text(_wrong(rng, attr, v))
+                elif kind == "over_refuse":
+                    c = rng.choice(REFUSAL_TEXTS)
+                else:
+                    c = _ramble(rng, e, v)
             records.append({"prompt": p, "completion": c, "label": kind in ("right", "refuse")})
     rng.shuffle(records)
     return records
