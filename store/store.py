@@ -1,0 +1,626 @@
+"""Store(db): everything tuneloop remembers, in one SQLite file.
+
+Screens and the engine never write SQL; every question they ask is a method here returning the
+frozen dataclasses of ``store.models``. Labelling and lineage live in ``store.labels`` and
+``store.lineage`` (mixed in below) to keep each file readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from . import db as dbmod
+from .db import Connections, dump_json, finite_or_none, load_json, to_time
+from .errors import NotFound, StoreError
+from .labels import LabelsMixin
+from .lineage import LineageMixin
+from .migrations import MIGRATION_NAMES, MIGRATION_SET, migrate, migrations
+from .models import (
+    FINISHED_STATUSES,
+    MODEL_KINDS,
+    RUN_STATUSES,
+    DatasetVersion,
+    Evaluation,
+    ExportRow,
+    Generation,
+    Metric,
+    ModelRow,
+    Run,
+)
+from .rows import row_to
+
+# update_run may change these; id, kind and created_at are fixed at creation.
+RUN_UPDATABLE = (
+    "status",
+    "name",
+    "config",
+    "environment",
+    "seed",
+    "base_model_id",
+    "dataset_version_id",
+    "parent_run_id",
+    "resumed_from",
+    "output_dir",
+    "adapter_model_id",
+    "pid",
+    "error",
+    "notes",
+    "started_at",
+    "finished_at",
+)
+
+
+def check_status(status: str) -> str:
+    if status not in RUN_STATUSES:
+        raise ValueError(
+            f"Unknown run status {status!r}; expected one of: {', '.join(RUN_STATUSES)}."
+        )
+    return status
+
+
+def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+class Store(LabelsMixin, LineageMixin):
+    """The tuneloop database. ``Store(path)`` opens (creating if needed) and migrates it.
+
+    ``path`` is a file path or ``":memory:"`` (tests; one shared connection, this process only).
+    Safe to use from several threads: each thread gets its own connection (see ``store.db``).
+    """
+
+    def __init__(self, path: str | Path = dbmod.MEMORY):
+        self.path = str(path)
+        self._conns = Connections(self.path)
+        with self._conns.read() as db:
+            self._check_not_newer(db)
+            migrate(db)
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Database:
+        """This thread's sqlite_utils Database (for tests and diagnostics, not for screens)."""
+        return self._conns.get()
+
+    def close(self) -> None:
+        self._conns.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    @staticmethod
+    def _check_not_newer(db: Database) -> None:
+        table = migrations.migrations_table
+        if table not in db.table_names():
+            return
+        applied = {
+            r["name"]
+            for r in db.query(
+                f"SELECT name FROM [{table}] WHERE migration_set = ?", [MIGRATION_SET]
+            )
+        }
+        unknown = applied - set(MIGRATION_NAMES)
+        if unknown:
+            raise StoreError(
+                "This database was written by a newer tuneloop (schema steps "
+                f"{', '.join(sorted(unknown))}); upgrade tuneloop to open it."
+            )
+
+    def applied_migrations(self) -> list[str]:
+        with self._conns.read() as db:
+            return [m.name for m in migrations.applied(db)]
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        with self._conns.read() as db:
+            return next(iter(db.query(sql, list(params))), None)
+
+    def _all(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._conns.read() as db:
+            return list(db.query(sql, list(params)))
+
+    @staticmethod
+    def _insert(db: Database, table: str, row: Mapping[str, Any]) -> int:
+        cols = ", ".join(f"[{c}]" for c in row)
+        marks = ", ".join("?" for _ in row)
+        cur = db.execute(f"INSERT INTO [{table}] ({cols}) VALUES ({marks})", list(row.values()))
+        return int(cur.lastrowid)
+
+    @staticmethod
+    def _require(db: Database, table: str, id: int | None, what: str) -> None:
+        """Refuse a dangling reference with a message naming it (not 'FOREIGN KEY failed')."""
+        if id is None:
+            return
+        if db.execute(f"SELECT 1 FROM [{table}] WHERE id = ?", [id]).fetchone() is None:
+            raise ValueError(f"There is no {what} with id {id}.")
+
+    def _get(self, cls: type, table: str, id: int, what: str) -> Any:
+        row = self._one(f"SELECT * FROM [{table}] WHERE id = ?", [id])
+        if row is None:
+            raise NotFound(what, id)
+        return row_to(cls, row)
+
+    # ---- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        return default if row is None else load_json(row["value"], empty={})
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._conns.write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, dump_json(value, empty=None)],
+            )
+
+    # ---- models ---------------------------------------------------------------------------
+
+    def add_model(
+        self,
+        name: str,
+        kind: str,
+        path: str | Path,
+        base_model_id: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ModelRow:
+        if kind not in MODEL_KINDS:
+            raise ValueError(
+                f"Unknown model kind {kind!r}; expected one of: {', '.join(MODEL_KINDS)}."
+            )
+        with self._conns.write() as db:
+            self._require(db, "models", base_model_id, "base model")
+            new_id = self._insert(
+                db,
+                "models",
+                {
+                    "name": name,
+                    "kind": kind,
+                    "path": str(path),
+                    "base_model_id": base_model_id,
+                    "meta": dump_json(meta, empty={}),
+                    "created_at": dbmod.now(),
+                },
+            )
+        return self.get_model(new_id)
+
+    def get_model(self, id: int) -> ModelRow:
+        return self._get(ModelRow, "models", id, "model")
+
+    def list_models(self, kind: str | None = None) -> list[ModelRow]:
+        if kind is None:
+            rows = self._all("SELECT * FROM models ORDER BY id")
+        else:
+            rows = self._all("SELECT * FROM models WHERE kind = ? ORDER BY id", [kind])
+        return [row_to(ModelRow, r) for r in rows]
+
+    def find_model(self, path: str | Path) -> ModelRow | None:
+        """The newest model registered at exactly this path, or None."""
+        row = self._one("SELECT * FROM models WHERE path = ? ORDER BY id DESC LIMIT 1", [str(path)])
+        return None if row is None else row_to(ModelRow, row)
+
+    # ---- dataset versions -----------------------------------------------------------------
+
+    def add_dataset_version(
+        self,
+        name: str,
+        path: str | Path,
+        content_hash: str,
+        format: str,
+        kind: str,
+        rows: int,
+        stats: dict[str, Any] | None = None,
+        source: str | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> DatasetVersion:
+        """Register an immutable dataset version. Idempotent on (name, content_hash): the same
+        bytes imported again under the same name return the first row unchanged."""
+        if not content_hash:
+            raise ValueError("content_hash is required (engine.data.content_hash(path)).")
+        with self._conns.write() as db:
+            existing = db.execute(
+                "SELECT id FROM dataset_versions WHERE name = ? AND content_hash = ?",
+                [name, content_hash],
+            ).fetchone()
+            if existing:
+                new_id = existing[0]
+            else:
+                new_id = self._insert(
+                    db,
+                    "dataset_versions",
+                    {
+                        "name": name,
+                        "path": str(path),
+                        "content_hash": content_hash,
+                        "format": format,
+                        "kind": kind,
+                        "rows": int(rows),
+                        "stats": dump_json(stats, empty={}),
+                        "source": source,
+                        "lineage": dump_json(lineage, empty={}),
+                        "created_at": dbmod.now(),
+                    },
+                )
+        return self.get_dataset_version(new_id)
+
+    def get_dataset_version(self, id: int) -> DatasetVersion:
+        return self._get(DatasetVersion, "dataset_versions", id, "dataset version")
+
+    def list_dataset_versions(
+        self, name: str | None = None, kind: str | None = None
+    ) -> list[DatasetVersion]:
+        """Oldest first, so the last of a name is its newest version."""
+        where, params = [], []
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = "SELECT * FROM dataset_versions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [row_to(DatasetVersion, r) for r in self._all(sql + " ORDER BY id", params)]
+
+    def update_dataset_stats(self, id: int, stats: dict[str, Any]) -> DatasetVersion:
+        with self._conns.write() as db:
+            self._require(db, "dataset_versions", id, "dataset version")
+            db.execute(
+                "UPDATE dataset_versions SET stats = ? WHERE id = ?",
+                [dump_json(stats, empty={}), id],
+            )
+        return self.get_dataset_version(id)
+
+    # ---- runs -----------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        *,
+        base_model_id: int | None = None,
+        dataset_version_id: int | None = None,
+        parent_run_id: int | None = None,
+        seed: int | None = None,
+        environment: dict[str, Any] | None = None,
+        output_dir: str | Path | None = None,
+        name: str | None = None,
+        resumed_from: int | None = None,
+        status: str = "queued",
+    ) -> Run:
+        check_status(status)
+        if not kind:
+            raise ValueError("A run needs a kind (sft, dpo, ppo, ...).")
+        stamp = dbmod.now()
+        with self._conns.write() as db:
+            self._require(db, "models", base_model_id, "base model")
+            self._require(db, "dataset_versions", dataset_version_id, "dataset version")
+            self._require(db, "runs", parent_run_id, "parent run")
+            self._require(db, "runs", resumed_from, "run to resume from")
+            new_id = self._insert(
+                db,
+                "runs",
+                {
+                    "kind": kind,
+                    "status": status,
+                    "name": name,
+                    "config": dump_json(config, empty={}),
+                    "environment": dump_json(environment, empty={}),
+                    "seed": seed,
+                    "base_model_id": base_model_id,
+                    "dataset_version_id": dataset_version_id,
+                    "parent_run_id": parent_run_id,
+                    "resumed_from": resumed_from,
+                    "output_dir": None if output_dir is None else str(output_dir),
+                    "created_at": stamp,
+                    "started_at": stamp if status == "running" else None,
+                    "finished_at": stamp if status in FINISHED_STATUSES else None,
+                },
+            )
+        return self.get_run(new_id)
+
+    def update_run(self, id: int, **fields: Any) -> Run:
+        """Change a run. Moving to ``running`` stamps started_at (if unset); moving to a finished
+        status (completed/failed/cancelled/interrupted) stamps finished_at — unless given."""
+        unknown = set(fields) - set(RUN_UPDATABLE)
+        if unknown:
+            raise ValueError(
+                f"update_run cannot set {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(RUN_UPDATABLE)}."
+            )
+        if not fields:
+            return self.get_run(id)
+        values = dict(fields)
+        with self._conns.write() as db:
+            current = db.execute("SELECT started_at FROM runs WHERE id = ?", [id]).fetchone()
+            if current is None:
+                raise NotFound("run", id)
+            if "status" in values:
+                check_status(values["status"])
+                if (
+                    values["status"] == "running"
+                    and "started_at" not in values
+                    and current[0] is None
+                ):
+                    values["started_at"] = dbmod.now()
+                if values["status"] in FINISHED_STATUSES and "finished_at" not in values:
+                    values["finished_at"] = dbmod.now()
+            for ref, table, what in (
+                ("base_model_id", "models", "base model"),
+                ("adapter_model_id", "models", "adapter model"),
+                ("dataset_version_id", "dataset_versions", "dataset version"),
+                ("parent_run_id", "runs", "parent run"),
+                ("resumed_from", "runs", "run to resume from"),
+            ):
+                if ref in values:
+                    self._require(db, table, values[ref], what)
+            for col in ("config", "environment"):
+                if col in values:
+                    values[col] = dump_json(values[col], empty={})
+            for col in ("started_at", "finished_at"):
+                if values.get(col) is not None:
+                    values[col] = to_time(values[col])
+            if values.get("output_dir") is not None:
+                values["output_dir"] = str(values["output_dir"])
+            sets = ", ".join(f"[{c}] = ?" for c in values)
+            db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*values.values(), id])
+        return self.get_run(id)
+
+    def get_run(self, id: int) -> Run:
+        return self._get(Run, "runs", id, "run")
+
+    def list_runs(
+        self,
+        status: str | Iterable[str] | None = None,
+        kind: str | Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Newest first; ``status`` / ``kind`` may be one value or several."""
+        where, params = [], []
+        for col, wanted in (("status", _as_tuple(status)), ("kind", _as_tuple(kind))):
+            if wanted is not None:
+                if col == "status":
+                    for s in wanted:
+                        check_status(s)
+                where.append(f"{col} IN ({', '.join('?' for _ in wanted)})")
+                params.extend(wanted)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [row_to(Run, r) for r in self._all(sql, params)]
+
+    # ---- metrics --------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: int, step: int, values: Mapping[str, Any], t: Any = None) -> None:
+        """One row per name, all in one transaction. NaN is kept as a row with value None."""
+        stamp = to_time(t)
+        rows = [(run_id, int(step), str(k), finite_or_none(v, k), stamp) for k, v in values.items()]
+        with self._conns.write() as db:
+            self._require(db, "runs", run_id, "run")
+            db.conn.executemany(
+                "INSERT INTO metrics (run_id, step, name, value, t) VALUES (?, ?, ?, ?, ?)", rows
+            )
+
+    def metrics(self, run_id: int, name: str | None = None) -> list[Metric]:
+        if name is None:
+            rows = self._all(
+                "SELECT * FROM metrics WHERE run_id = ? ORDER BY step, name, id", [run_id]
+            )
+        else:
+            rows = self._all(
+                "SELECT * FROM metrics WHERE run_id = ? AND name = ? ORDER BY step, id",
+                [run_id, name],
+            )
+        return [row_to(Metric, r) for r in rows]
+
+    def metric_summary(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """{name: {"last", "min", "max", "count", "last_step"}}; "last" is the value at the highest
+        step (latest logged wins a tie)."""
+        rows = self._all(
+            """
+            SELECT name, MIN(value) AS min, MAX(value) AS max, COUNT(*) AS count,
+                   MAX(step) AS last_step,
+                   (SELECT m2.value FROM metrics m2 WHERE m2.run_id = m.run_id AND m2.name = m.name
+                     ORDER BY m2.step DESC, m2.id DESC LIMIT 1) AS last
+            FROM metrics m WHERE run_id = ? GROUP BY name ORDER BY name
+            """,
+            [run_id],
+        )
+        return {
+            r["name"]: {k: r[k] for k in ("last", "min", "max", "count", "last_step")} for r in rows
+        }
+
+    # ---- generations ----------------------------------------------------------------------
+
+    def add_generation(
+        self,
+        model_ref: str,
+        prompt: str,
+        output: str,
+        *,
+        params: dict[str, Any] | None = None,
+        latency_s: float | None = None,
+        tokens: int | None = None,
+        system: str | None = None,
+        run_id: int | None = None,
+        step: int | None = None,
+    ) -> Generation:
+        with self._conns.write() as db:
+            self._require(db, "runs", run_id, "run")
+            new_id = self._insert(
+                db,
+                "generations",
+                {
+                    "model_ref": model_ref,
+                    "prompt": prompt,
+                    "system": system,
+                    "output": output,
+                    "params": dump_json(params, empty={}),
+                    "latency_s": latency_s,
+                    "tokens": tokens,
+                    "run_id": run_id,
+                    "step": step,
+                    "created_at": dbmod.now(),
+                },
+            )
+        return self.get_generation(new_id)
+
+    def get_generation(self, id: int) -> Generation:
+        return self._get(Generation, "generations", id, "generation")
+
+    def list_generations(
+        self, model_ref: str | None = None, run_id: int | None = None, limit: int = 100
+    ) -> list[Generation]:
+        """Newest first."""
+        where, params = [], []
+        if model_ref is not None:
+            where.append("model_ref = ?")
+            params.append(model_ref)
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        sql = "SELECT * FROM generations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._all(sql + " ORDER BY id DESC LIMIT ?", [*params, int(limit)])
+        return [row_to(Generation, r) for r in rows]
+
+    # ---- evaluations ----------------------------------------------------------------------
+
+    def add_evaluation(
+        self,
+        name: str,
+        model_refs: list[str],
+        metrics: dict[str, Any],
+        *,
+        dataset_version_id: int | None = None,
+        run_ids: Iterable[int] = (),
+        details: dict[str, Any] | None = None,
+    ) -> Evaluation:
+        run_ids = tuple(dict.fromkeys(int(r) for r in run_ids))
+        with self._conns.write() as db:
+            self._require(db, "dataset_versions", dataset_version_id, "dataset version")
+            for run_id in run_ids:
+                self._require(db, "runs", run_id, "run")
+            new_id = self._insert(
+                db,
+                "evaluations",
+                {
+                    "name": name,
+                    "model_refs": dump_json(list(model_refs), empty=[]),
+                    "metrics": dump_json(metrics, empty={}),
+                    "dataset_version_id": dataset_version_id,
+                    "details": dump_json(details, empty={}),
+                    "created_at": dbmod.now(),
+                },
+            )
+            for run_id in run_ids:
+                db.execute(
+                    "INSERT INTO evaluation_runs (evaluation_id, run_id) VALUES (?, ?)",
+                    [new_id, run_id],
+                )
+        return self.get_evaluation(new_id)
+
+    def _evaluation(self, row: dict[str, Any]) -> Evaluation:
+        links = self._all(
+            "SELECT run_id FROM evaluation_runs WHERE evaluation_id = ? ORDER BY rowid", [row["id"]]
+        )
+        return row_to(Evaluation, row, run_ids=tuple(r["run_id"] for r in links))
+
+    def get_evaluation(self, id: int) -> Evaluation:
+        row = self._one("SELECT * FROM evaluations WHERE id = ?", [id])
+        if row is None:
+            raise NotFound("evaluation", id)
+        return self._evaluation(row)
+
+    def list_evaluations(self, run_id: int | None = None) -> list[Evaluation]:
+        """Newest first; with ``run_id``, only evaluations linked to that run."""
+        if run_id is None:
+            rows = self._all("SELECT * FROM evaluations ORDER BY id DESC")
+        else:
+            rows = self._all(
+                "SELECT e.* FROM evaluations e JOIN evaluation_runs l ON l.evaluation_id = e.id"
+                " WHERE l.run_id = ? ORDER BY e.id DESC",
+                [run_id],
+            )
+        return [self._evaluation(r) for r in rows]
+
+    # ---- exports --------------------------------------------------------------------------
+
+    def add_export(
+        self,
+        path: str | Path,
+        format: str,
+        *,
+        quant: str | None = None,
+        size_bytes: int | None = None,
+        sha256: str | None = None,
+        parity: dict[str, Any] | None = None,
+        run_id: int | None = None,
+        model_id: int | None = None,
+        status: str = "ok",
+    ) -> ExportRow:
+        with self._conns.write() as db:
+            self._require(db, "runs", run_id, "run")
+            self._require(db, "models", model_id, "model")
+            new_id = self._insert(
+                db,
+                "exports",
+                {
+                    "run_id": run_id,
+                    "model_id": model_id,
+                    "path": str(path),
+                    "format": format,
+                    "quant": quant,
+                    "size_bytes": size_bytes,
+                    "sha256": sha256,
+                    "parity": dump_json(parity, empty={}),
+                    "status": status,
+                    "created_at": dbmod.now(),
+                },
+            )
+        return self.get_export(new_id)
+
+    def get_export(self, id: int) -> ExportRow:
+        return self._get(ExportRow, "exports", id, "export")
+
+    def list_exports(self, run_id: int | None = None) -> list[ExportRow]:
+        """Newest first."""
+        if run_id is None:
+            rows = self._all("SELECT * FROM exports ORDER BY id DESC")
+        else:
+            rows = self._all("SELECT * FROM exports WHERE run_id = ? ORDER BY id DESC", [run_id])
+        return [row_to(ExportRow, r) for r in rows]
+
+    # ---- overview -------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Sizes for the UI header: runs, dataset versions, models, live labels, exports."""
+        row = self._one(
+            f"""SELECT (SELECT COUNT(*) FROM runs) AS runs,
+                       (SELECT COUNT(*) FROM dataset_versions) AS dataset_versions,
+                       (SELECT COUNT(*) FROM models) AS models,
+                       (SELECT COUNT(*) FROM ({self._LIVE_SQL})) AS labels,
+                       (SELECT COUNT(*) FROM exports) AS exports"""
+        )
+        assert row is not None
+        return {k: int(v) for k, v in row.items()}
+
+
+__all__ = ["Store"]
