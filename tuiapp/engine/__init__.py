@@ -1,0 +1,1 @@
+"""Headless engine of tuneloop: no Textual here, and heavy libraries only inside functions."""
