@@ -1,0 +1,118 @@
+"""The app shell: areas by key, help generated from the bindings, palette, quit, theme."""
+
+from __future__ import annotations
+
+import pytest
+from textual.binding import Binding
+from textual.widgets import DataTable, Input
+
+from tuiapp.screens.areas import AREA_KEYS
+from tuiapp.screens.help import HelpScreen, _own_bindings
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_every_area_has_a_function_key_and_a_letter(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        for mode, _title, fkey, letter in AREA_KEYS:
+            other, other_key = ("runs", "f4") if mode == "datasets" else ("datasets", "f2")
+            await pilot.press(other_key)
+            assert app.current_mode == other
+            await pilot.press(fkey)
+            assert app.current_mode == mode
+            assert type(app.screen).AREA == mode
+            await pilot.press(other_key)
+            app.set_focus(None)
+            await pilot.press(letter)
+            assert app.current_mode == mode, f"letter {letter!r} did not open {mode}"
+
+
+async def test_app_opens_on_datasets_with_the_tuneloop_theme(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)):
+        assert app.current_mode == "datasets"
+        assert app.theme == "tuneloop"
+
+
+async def test_function_keys_switch_areas_while_typing_but_letters_are_typed(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        path_input = app.screen.query_one("#ds-path", Input)
+        path_input.focus()
+        await pilot.press("r", "t")
+        assert app.current_mode == "datasets"
+        assert path_input.value == "rt"
+        await pilot.press("f4")
+        assert app.current_mode == "runs"
+
+
+async def test_help_lists_every_described_binding_of_every_area(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        table = app.screen.query_one("#help-keys", DataTable)
+        shown = {
+            (str(table.get_row_at(i)[0]), str(table.get_row_at(i)[2]))
+            for i in range(table.row_count)
+        }
+        expected = set()
+        for b in _own_bindings(type(app)):
+            if b.description and not b.system and b.id:
+                expected.add(("Everywhere", b.description))
+        for screen_cls in app.MODES.values():
+            for b in Binding.make_bindings(screen_cls.BINDINGS):
+                expected.add((screen_cls.AREA_TITLE, b.description))
+        assert expected <= shown, expected - shown
+        # every area's own keys are there, e.g. the Datasets import key with its id
+        ids = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
+        assert {"datasets.import", "runs.refresh", "runs.status_filter", "area.export"} <= ids
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_every_binding_has_an_id_and_a_description(make_app):
+    app = make_app()
+    classes = [type(app), *app.MODES.values(), HelpScreen]
+    for cls in classes:
+        for b in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
+            assert b.id, f"{cls.__name__} binding {b.key} has no id"
+            assert b.description, f"{cls.__name__} binding {b.key} has no description"
+
+
+async def test_footer_shows_the_area_keys(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)):
+        shown = {
+            binding.id for _, binding, _, _ in app.screen.active_bindings.values() if binding.show
+        }
+        assert {"area.datasets", "area.runs", "app.help", "datasets.import"} <= shown
+
+
+async def test_command_palette_offers_areas_and_screen_actions(make_app):
+    from tuiapp.screens.palette import TuneloopCommands
+
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        provider = TuneloopCommands(app.screen)
+        names = [hit.text async for hit in provider.discover()]
+        assert "Go to Runs" in names
+        assert "Datasets: Import as version" in names
+        hits = [hit async for hit in provider.search("go to expo")]
+        assert hits and "Export" in str(hits[0].match_display)
+        app.call_later(hits[0].command)  # what the palette does with a chosen hit
+        await wait_until(pilot, lambda: app.current_mode == "export")
+        hits = [hit async for hit in TuneloopCommands(app.screen).search("export: refresh")]
+        assert hits, "the Export screen's own keys are offered on the Export screen"
+
+
+async def test_q_quits(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.set_focus(None)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0

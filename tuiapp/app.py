@@ -1,0 +1,132 @@
+"""The Textual app shell: areas as modes, global keys, help, command palette, theme.
+
+Dependency injection only: the store, the engine facade and the settings come in from outside
+(`tuiapp.__main__.build_app` for real use, tests pass an in-memory Store and a fake engine).
+Nothing here imports torch/transformers/datasets: the first paint must not wait for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.theme import Theme
+
+from tuiapp.screens.areas import AREAS, AREA_KEYS
+from tuiapp.screens.compare import CompareScreen
+from tuiapp.screens.datasets import DatasetsScreen
+from tuiapp.screens.export import ExportScreen
+from tuiapp.screens.help import HelpScreen
+from tuiapp.screens.label import LabelScreen
+from tuiapp.screens.palette import TuneloopCommands
+from tuiapp.screens.runs import RunsScreen
+from tuiapp.screens.train import TrainScreen
+
+
+@dataclass
+class Settings:
+    """What the app needs to know about its surroundings (no behaviour, no heavy objects)."""
+
+    home: Path
+    # Seconds between background refreshes of store-backed tables; 0 turns them off
+    # (tests and screenshots want a still picture).
+    refresh_interval: float = 5.0
+
+
+# Every colour is an exact xterm-256 palette entry, so a 256-colour terminal shows the same
+# contrasts as a true-colour one instead of rounding two near shades into one.
+TUNELOOP_THEME = Theme(
+    name="tuneloop",
+    primary="#5fafff",  # 75
+    secondary="#5f87af",  # 67
+    accent="#ffaf00",  # 214
+    warning="#ffaf00",  # 214
+    error="#ff5f5f",  # 203
+    success="#87d75f",  # 113
+    foreground="#e4e4e4",  # 254
+    background="#1c1c1c",  # 234
+    surface="#262626",  # 235
+    panel="#3a3a3a",  # 237
+    dark=True,
+    variables={
+        "footer-key-foreground": "#ffaf00",
+        "block-cursor-background": "#005f87",  # 24
+        "block-cursor-foreground": "#ffffff",
+        "input-selection-background": "#005f87 60%",
+    },
+)
+
+AREA_GROUP = Binding.Group("areas", compact=True)
+
+
+def _area_bindings() -> list[Binding]:
+    return [
+        Binding(
+            f"{fkey},{letter}",
+            f"app.area('{mode}')",
+            title,
+            id=f"area.{mode}",
+            group=AREA_GROUP,
+        )
+        for mode, title, fkey, letter in AREA_KEYS
+    ]
+
+
+class TuiApp(App[None]):
+    """tuneloop's terminal UI. `TuiApp(store=..., engine=..., settings=...)`."""
+
+    TITLE = "tuneloop"
+    CSS_PATH = "app.tcss"
+    MODES = {
+        "datasets": DatasetsScreen,
+        "train": TrainScreen,
+        "runs": RunsScreen,
+        "compare": CompareScreen,
+        "label": LabelScreen,
+        "export": ExportScreen,
+    }
+    DEFAULT_MODE = "datasets"
+    COMMANDS = App.COMMANDS | {TuneloopCommands}
+    BINDINGS = [
+        Binding("f1,question_mark", "app.help", "Help", id="app.help"),
+        *_area_bindings(),
+        Binding("q", "app.quit", "Quit", id="app.quit"),
+        Binding("ctrl+q", "app.quit", "Quit", show=False, priority=True, id="app.quit_anywhere"),
+    ]
+
+    def __init__(self, store: Any, engine: Any, settings: Settings | dict) -> None:
+        super().__init__()
+        self.store = store
+        self.engine = engine
+        self.settings = settings if isinstance(settings, Settings) else Settings(**settings)
+        self.register_theme(TUNELOOP_THEME)
+        self.theme = "tuneloop"
+
+    def get_key_display(self, binding: Binding) -> str:
+        # "F2" reads better than Textual's lower-case "f2" in the footer and help.
+        if not binding.key_display and binding.key[:1] == "f" and binding.key[1:].isdigit():
+            return binding.key.upper()
+        return super().get_key_display(binding)
+
+    @property
+    def area(self) -> str:
+        """The area (mode) on display."""
+        return self.current_mode
+
+    def action_area(self, mode: str) -> None:
+        if mode not in AREAS:
+            self.notify(f"No area called {mode!r}.", severity="error")
+            return
+        # Leave any modal (help, confirm) first, so the key behaves the same everywhere.
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+            return
+        self.push_screen(HelpScreen())

@@ -1,0 +1,115 @@
+"""Messages that workers post to screens.
+
+Workers run in threads and never touch widgets; they post one of these and the screen's handler
+updates the widgets on the event loop. Every message carries the path or id it is about so a
+handler can drop results that arrive after the user has moved on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+
+class WorkFailed(Message):
+    """A worker hit an error; `what` says which step, `error` is a sentence for people."""
+
+    def __init__(self, what: str, error: str, path: Path | None = None) -> None:
+        super().__init__()
+        self.what = what
+        self.error = error
+        self.path = path
+
+
+class FilesListed(Message):
+    """The dataset files the picker can offer, plus the paths already imported as versions."""
+
+    def __init__(self, files: list[Path], imported: dict[Path, int]) -> None:
+        super().__init__()
+        self.files = files
+        self.imported = imported
+
+
+class ValidationReady(Message):
+    """`engine.validate(path, kind)` finished."""
+
+    def __init__(self, path: Path, report: Any) -> None:
+        super().__init__()
+        self.path = path
+        self.report = report
+
+
+class StatsReady(Message):
+    """`engine.stats(report, max_length=...)` finished."""
+
+    def __init__(self, path: Path, stats: dict) -> None:
+        super().__init__()
+        self.path = path
+        self.stats = stats
+
+
+class ExamplesReady(Message):
+    """`engine.render_examples(report)` finished."""
+
+    def __init__(self, path: Path, examples: list[str]) -> None:
+        super().__init__()
+        self.path = path
+        self.examples = examples
+
+
+class PreviewReady(Message):
+    """Lines around `line` of `path`, read off the event loop."""
+
+    def __init__(self, path: Path, line: int, first_line: int, lines: list[str]) -> None:
+        super().__init__()
+        self.path = path
+        self.line = line
+        self.first_line = first_line
+        self.lines = lines
+
+    def can_replace(self, message: Message) -> bool:
+        # Scrolling through problems fires many previews; only the newest matters.
+        return isinstance(message, PreviewReady)
+
+
+class DatasetImported(Message):
+    """A dataset version row exists in the store (new, or the existing one for the same bytes)."""
+
+    def __init__(self, path: Path, version: Any) -> None:
+        super().__init__()
+        self.path = path
+        self.version = version
+
+
+class RunsLoaded(Message):
+    """A fresh snapshot of the runs table (rows already formatted off the event loop)."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsLoaded)
+
+
+class RunDetailReady(Message):
+    """Config, environment, metric summary and lineage for one run."""
+
+    def __init__(self, run_id: int, detail: dict) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.detail = detail
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunDetailReady)
+
+
+class OverviewLoaded(Message):
+    """Rows for an overview screen's tables, keyed by table id (read from the store)."""
+
+    def __init__(self, tables: dict[str, list[tuple]], facts: dict[str, str]) -> None:
+        super().__init__()
+        self.tables = tables
+        self.facts = facts

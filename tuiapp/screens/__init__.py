@@ -1,0 +1,1 @@
+"""One screen per area of the loop, plus the modal screens they share."""

@@ -1,0 +1,103 @@
+"""The help screen: every key of the app and of every area, read from the BINDINGS themselves.
+
+Nothing here is typed by hand, so adding a binding anywhere adds a row here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Static
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    section: str
+    keys: str
+    description: str
+    binding_id: str
+
+
+def _own_bindings(cls: type) -> list[Binding]:
+    """Bindings declared along `cls`'s MRO (what the class really answers to), in order."""
+    found: list[Binding] = []
+    for klass in reversed(cls.__mro__):
+        declared = klass.__dict__.get("BINDINGS")
+        if declared:
+            found.extend(Binding.make_bindings(declared))
+    return found
+
+
+def _rows(section: str, bindings: list[Binding], app: App, seen: set) -> list[KeyRow]:
+    """One row per action (keys joined), skipping undocumented and system bindings."""
+    by_action: dict[str, list[Binding]] = {}
+    for binding in bindings:
+        if not binding.description or binding.system:
+            continue
+        # "quit" (Textual's own binding) and "app.quit" (ours) are the same action
+        by_action.setdefault(binding.action.removeprefix("app."), []).append(binding)
+    rows = []
+    for action, group in by_action.items():
+        if (section, action) in seen:
+            continue
+        seen.add((section, action))
+        ours = [b for b in group if b.id] or group  # ours carry ids; Textual's defaults don't
+        keys = ", ".join(dict.fromkeys(app.get_key_display(b) for b in ours))
+        rows.append(KeyRow(section, keys, ours[0].description, ours[0].id or ours[0].action))
+    return rows
+
+
+def key_rows(app: App) -> list[KeyRow]:
+    """All documented keys: global ones, then each area's, then the palette."""
+    seen: set = set()
+    rows = _rows("Everywhere", _own_bindings(type(app)), app, seen)
+    palette = Binding(app.COMMAND_PALETTE_BINDING, "app.command_palette")
+    rows.append(
+        KeyRow("Everywhere", app.get_key_display(palette), "Command palette", "app.command_palette")
+    )
+    rows.extend(_rows("Everywhere", _own_bindings(Screen), app, seen))
+    for mode, screen_cls in app.MODES.items():
+        if isinstance(screen_cls, type):
+            title = getattr(screen_cls, "AREA_TITLE", mode.title())
+            own = [b for b in _own_bindings(screen_cls) if b not in _own_bindings(Screen)]
+            rows.extend(_rows(title, own, app, seen))
+    return rows
+
+
+class HelpScreen(ModalScreen[None]):
+    """Modal table of every key. Escape, F1 or ? closes it."""
+
+    BINDINGS = [
+        Binding("escape,f1,question_mark,q", "dismiss", "Close help", id="help.close"),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical {
+        width: 96; max-height: 90%; height: auto;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    HelpScreen #help-title { text-style: bold; color: $accent; padding-bottom: 1; }
+    HelpScreen DataTable { height: auto; max-height: 28; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                "Keys  ·  function keys work even while typing in a field; "
+                "letters work when no field has focus",
+                id="help-title",
+            )
+            yield DataTable(id="help-keys", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#help-keys", DataTable)
+        table.add_columns("Where", "Keys", "Does", "Id")
+        self.rows = key_rows(self.app)
+        for row in self.rows:
+            table.add_row(row.section, row.keys, row.description, row.binding_id)
+        table.focus()

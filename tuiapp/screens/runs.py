@@ -1,0 +1,279 @@
+"""Runs: every run in the store, filterable, with config, metrics and lineage of the one under the
+cursor. Read-only; runs are started by the training engine (CLI `tuneloop train ...`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Label, Select, Static
+
+from tuiapp.messages import RunDetailReady, RunsLoaded, WorkFailed
+from tuiapp.screens.areas import AreaScreen
+from tuiapp.screens.run_rows import (
+    COLUMNS,
+    KNOWN_KINDS,
+    KNOWN_STATUSES,
+    RunRow,
+    build_rows,
+    filter_rows,
+    short_time,
+)
+from tuiapp.widgets.lineage_tree import LineageTree
+
+ALL = "all"
+EMPTY_TEXT = (
+    "No runs yet.\n\n"
+    "Runs appear here once a training job has been started, with their status, config, "
+    "metrics and lineage. Start one with\n\n"
+    "    tuneloop train sft --config CONFIG.toml\n\n"
+    "and list them headless with `tuneloop runs list`."
+)
+
+
+def _pretty_json(value: Any) -> Syntax:
+    return Syntax(
+        json.dumps(value, indent=2, sort_keys=True, default=str),
+        "json",
+        theme="ansi_dark",
+        background_color="default",
+        word_wrap=True,
+    )
+
+
+def _metric_table(summary: dict) -> Table | Text:
+    if not summary:
+        return Text("no metrics logged", style="dim")
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    for column in ("metric", "last", "min", "max", "count", "last step"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in sorted(summary):
+        s = summary[name]
+        table.add_row(
+            name,
+            *(f"{s.get(k):.4g}" if isinstance(s.get(k), float) else str(s.get(k, ""))
+              for k in ("last", "min", "max", "count", "last_step")),
+        )
+    return table
+
+
+class RunsScreen(AreaScreen):
+    AREA = "runs"
+    AREA_TITLE = "Runs"
+    BINDINGS = [
+        Binding("ctrl+r", "refresh", "Refresh", id="runs.refresh"),
+        Binding("s", "cycle_status", "Next status filter", id="runs.status_filter"),
+        Binding("k", "cycle_kind", "Next kind filter", id="runs.kind_filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all_rows: list[RunRow] = []
+        self.shown_rows: list[RunRow] = []
+        self.loaded = False
+        self.detail_run_id: int | None = None
+        self.detail: dict | None = None
+        # The values each filter Select offers (besides "all"), to cycle and to extend.
+        self.offered: dict[str, list[str]] = {
+            "#runs-status": list(KNOWN_STATUSES),
+            "#runs-kind": list(KNOWN_KINDS),
+        }
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="runs-filters"):
+            yield Label("Status", classes="field-label")
+            yield Select(self._options(KNOWN_STATUSES), value=ALL, allow_blank=False,
+                         id="runs-status")
+            yield Label("Kind", classes="field-label")
+            yield Select(self._options(KNOWN_KINDS), value=ALL, allow_blank=False,
+                         id="runs-kind")
+            yield Static("", id="runs-count")
+        yield Static(EMPTY_TEXT, id="runs-empty")
+        with Horizontal(id="runs-body"):
+            yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="runs-detail"):
+                yield Static("", id="run-head")
+                yield Static("", id="run-error")
+                yield Static("config", classes="section-title")
+                yield Static("", id="run-config")
+                yield Static("metrics", classes="section-title")
+                yield Static("", id="run-metrics")
+                yield Static("environment", classes="section-title")
+                yield Static("", id="run-env")
+                yield LineageTree(id="run-lineage")
+
+    @staticmethod
+    def _options(values) -> list[tuple[str, str]]:
+        return [("all", ALL)] + [(v, v) for v in values]
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-table", DataTable).add_columns(*COLUMNS)
+        self.query_one("#runs-body").display = False
+        self.query_one("#runs-empty").display = False
+        self.action_refresh()
+        self.start_auto_refresh(self.action_refresh)
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.action_refresh()
+
+    # ---- loading --------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self.load_runs()
+
+    @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
+    def load_runs(self) -> None:
+        clock = getattr(self.settings, "clock", None)
+        try:
+            rows = build_rows(self.store, clock() if clock else None)
+        except Exception as exc:
+            self.post_message(WorkFailed("loading runs", str(exc) or type(exc).__name__))
+            return
+        self.post_message(RunsLoaded(rows))
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        self.all_rows = message.rows
+        self.loaded = True
+        self._extend_options("#runs-status", KNOWN_STATUSES, {r.status for r in self.all_rows})
+        self._extend_options("#runs-kind", KNOWN_KINDS, {r.kind for r in self.all_rows})
+        self._apply_filters()
+
+    def _extend_options(self, selector: str, known, present: set[str]) -> None:
+        """Offer statuses/kinds the store has that the fixed list lacks, keeping the choice."""
+        select = self.query_one(selector, Select)
+        extra = sorted(present - set(known))
+        wanted = [*known, *extra]
+        if self.offered[selector] == wanted:
+            return
+        value = select.value
+        select.set_options(self._options(wanted))
+        self.offered[selector] = wanted
+        select.value = value if value in wanted or value == ALL else ALL
+
+    # ---- filters --------------------------------------------------------------------------
+
+    def _filter_value(self, selector: str) -> str | None:
+        value = self.query_one(selector, Select).value
+        return None if value in (ALL, Select.NULL) else str(value)
+
+    @property
+    def status_filter(self) -> str | None:
+        return self._filter_value("#runs-status")
+
+    @property
+    def kind_filter(self) -> str | None:
+        return self._filter_value("#runs-kind")
+
+    @on(Select.Changed, "#runs-status")
+    @on(Select.Changed, "#runs-kind")
+    def _filters_changed(self) -> None:
+        if self.loaded:
+            self._apply_filters()
+
+    def _cycle(self, selector: str) -> None:
+        select = self.query_one(selector, Select)
+        values = [ALL, *self.offered[selector]]
+        index = values.index(select.value) if select.value in values else 0
+        select.value = values[(index + 1) % len(values)]
+
+    def action_cycle_status(self) -> None:
+        self._cycle("#runs-status")
+
+    def action_cycle_kind(self) -> None:
+        self._cycle("#runs-kind")
+
+    def _apply_filters(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        empty_store = not self.all_rows
+        self.query_one("#runs-empty").display = empty_store
+        self.query_one("#runs-body").display = not empty_store
+        self.shown_rows = filter_rows(self.all_rows, self.status_filter, self.kind_filter)
+        cursor_id = self.detail_run_id
+        table.clear()
+        for row in self.shown_rows:
+            table.add_row(*(Text(cell) for cell in row.cells()), key=str(row.id))
+        count = self.query_one("#runs-count", Static)
+        if empty_store:
+            count.update("")
+        else:
+            count.update(f"{len(self.shown_rows)} of {len(self.all_rows)} runs")
+        ids = [row.id for row in self.shown_rows]
+        if not ids:
+            self._show_detail_text("No run matches these filters.")
+            return
+        if cursor_id in ids:
+            table.move_cursor(row=ids.index(cursor_id))
+        else:
+            table.move_cursor(row=0)
+            self.load_detail(ids[0])
+
+    # ---- detail ---------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.load_detail(int(event.row_key.value))
+
+    @work(thread=True, exclusive=True, group="runs-detail", exit_on_error=False)
+    def load_detail(self, run_id: int) -> None:
+        store = self.store  # thread-safe: one SQLite connection per thread (store/db.py)
+        try:
+            detail = {
+                "run": store.get_run(run_id),
+                "metrics": store.metric_summary(run_id),
+                "lineage": store.lineage(run_id),
+            }
+        except Exception as exc:
+            self.post_message(WorkFailed(f"loading run #{run_id}", str(exc) or type(exc).__name__))
+            return
+        self.post_message(RunDetailReady(run_id, detail))
+
+    def on_run_detail_ready(self, message: RunDetailReady) -> None:
+        self.detail_run_id = message.run_id
+        self.detail = message.detail
+        run = message.detail["run"]
+        head = Text()
+        head.append(f"run #{run.id} {run.name or ''}\n", style="bold")
+        head.append(f"{run.kind} · {run.status}")
+        if getattr(run, "seed", None) is not None:
+            head.append(f" · seed {run.seed}")
+        for label, attr in (("created", "created_at"), ("started", "started_at"),
+                            ("finished", "finished_at")):
+            if getattr(run, attr, None):
+                head.append(f"\n{label} {short_time(getattr(run, attr))}")
+        if getattr(run, "output_dir", None):
+            head.append(f"\noutput {run.output_dir}")
+        self.query_one("#run-head", Static).update(head)
+        error = getattr(run, "error", None)
+        error_box = self.query_one("#run-error", Static)
+        error_box.display = bool(error)
+        error_box.update(Text(f"error: {error}", style="bold red") if error else "")
+        self.query_one("#run-config", Static).update(_pretty_json(run.config or {}))
+        self.query_one("#run-metrics", Static).update(_metric_table(message.detail["metrics"]))
+        env = getattr(run, "environment", None)
+        self.query_one("#run-env", Static).update(
+            _pretty_json(env) if env else Text("not recorded", style="dim")
+        )
+        self.query_one("#run-lineage", LineageTree).show(
+            message.detail["lineage"], f"lineage of run #{run.id}"
+        )
+
+    def _show_detail_text(self, text: str) -> None:
+        self.detail_run_id = None
+        self.detail = None
+        self.query_one("#run-head", Static).update(text)
+        for selector in ("#run-config", "#run-metrics", "#run-env", "#run-error"):
+            self.query_one(selector, Static).update("")
+        self.query_one("#run-lineage", LineageTree).show(None)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)
+

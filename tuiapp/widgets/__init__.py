@@ -1,0 +1,1 @@
+"""Reusable widgets: no store or engine access, they draw what they are given."""
