@@ -108,6 +108,7 @@ class Connections:
         self._opened: weakref.WeakSet[Database] = weakref.WeakSet()
         self._opened_lock = threading.Lock()
         self._shared: Database | None = None
+        self._memory_closed = False
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
@@ -139,6 +140,8 @@ class Connections:
 
     def get(self) -> Database:
         if self.memory:
+            if self._memory_closed:
+                raise StoreError("This in-memory store was closed; its data is gone.")
             if self._shared is None:
                 with self._lock:
                     if self._shared is None:
@@ -198,4 +201,5 @@ class Connections:
             with contextlib.suppress(sqlite3.Error):
                 db.conn.close()
         self._shared = None
+        self._memory_closed = self.memory  # a file store simply reconnects on next use
         self._local = threading.local()
