@@ -181,11 +181,19 @@ class Connections:
             if durable:
                 conn.execute("PRAGMA synchronous = FULL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise StoreError(
+                        f"The tuneloop database {self.path} stayed busy for "
+                        f"{BUSY_TIMEOUT_MS / 1000:g}s ({exc}): another process is holding a long "
+                        "write. Try again; if it persists, look for a stuck tuneloop process."
+                    ) from None
                 try:
                     yield db
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # some errors already rolled it back
+                        conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
             finally:

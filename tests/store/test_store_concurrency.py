@@ -145,3 +145,24 @@ def test_closed_memory_store_refuses_use_instead_of_starting_empty():
     s.close()
     with pytest.raises(StoreError, match="in-memory store was closed"):
         s.get_meta("x")
+
+
+def test_a_writer_blocked_past_busy_timeout_gets_a_clear_error(file_store, db_path, monkeypatch):
+    import sqlite3
+
+    import store.db as dbmod
+
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # hold the write lock, as a stuck process would
+    try:
+        monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_MS", 100)
+        impatient = Store(db_path)  # migrations are done, so opening needs no write lock
+        with pytest.raises(StoreError, match="stayed busy for 0.1s"):
+            impatient.set_meta("k", 1)
+        assert impatient.get_meta("k") is None  # readers are never blocked under WAL
+        impatient.close()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    file_store.set_meta("k", 2)
+    assert file_store.get_meta("k") == 2
