@@ -27,6 +27,7 @@ GOOD_CASES = [
     ("prompt_completion.csv", "prompt_completion", "sft", 3),
     ("prompt_completion_conv.jsonl", "prompt_completion", "sft", 1),
     ("text.jsonl", "text", "text", 2),
+    ("text_array.jsonl", "text", "text", 2),  # a JSON array saved as .jsonl
     ("corpus.txt", "text", "text", 3),
     ("preference.jsonl", "preference", "preference", 2),
     ("preference_implicit.jsonl", "preference_messages", "preference", 1),
@@ -43,6 +44,7 @@ BAD_CASES = [
     ("trailing_garbage.jsonl", None, 1, None, "unexpected text after the object"),
     ("non_object_row.jsonl", None, 2, None, "row is an array"),
     ("string_row.jsonl", None, 1, None, "row is a string"),
+    ("arrays_as_rows.jsonl", None, 1, None, "row is an array"),
     ("unknown_keys.jsonl", None, 2, None, "no known format has these keys ('question', 'reply')"),
     ("missing_content.jsonl", None, 1, "messages[1].content", "missing key 'content'"),
     ("missing_role.jsonl", None, 1, "messages[0].role", "missing key 'role'"),

@@ -264,7 +264,8 @@ def list_cmd(
         console.print("No datasets yet: `tuneloop data import PATH --name NAME` adds one.")
         return
     table = Table("id", "name", "kind", "format", "rows", "sha256", "created")
+    table.columns[1].no_wrap = True
     for v in versions:
         table.add_row(str(v.id), escape(v.name), v.kind, v.format, str(v.rows),
-                      v.content_hash[:12], str(v.created_at)[:19].replace("T", " "))
+                      v.content_hash[:10], str(v.created_at)[:10])
     console.print(table)

@@ -92,7 +92,7 @@ def read_rows(path: Path) -> ReadResult:
         res.problems.append(Problem(spath, line, None, f"invalid UTF-8 byte at column {col}; "
                                     "re-save the file as UTF-8"))
     bad = {line for line, _ in bad_lines}
-    if file_type == "json" or (file_type == "jsonl" and text.lstrip().startswith("[")):
+    if file_type == "json" or (file_type == "jsonl" and _is_json_array(text)):
         _read_json_array(spath, text, bad, res)
     elif file_type == "jsonl":
         _read_jsonl(spath, text, bad, res)
@@ -106,6 +106,16 @@ def read_rows(path: Path) -> ReadResult:
 
 
 # ---------------------------------------------------------------- bytes and JSON helpers
+
+
+def _is_json_array(text: str) -> bool:
+    """A .jsonl file that is really one JSON array (not JSON Lines whose rows are arrays)."""
+    if not text.lstrip().startswith("["):
+        return False
+    try:
+        return isinstance(json.loads(text), list)
+    except json.JSONDecodeError:
+        return False
 
 
 def _decode(data: bytes) -> tuple[str, list[tuple[int, int]]]:
