@@ -7,7 +7,9 @@ Nothing here imports torch/transformers/datasets: the first paint must not wait 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ class Settings:
     # Seconds between background refreshes of store-backed tables; 0 turns them off
     # (tests and screenshots want a still picture).
     refresh_interval: float = 5.0
+    # "Now" for durations of runs still going; None is the wall clock. Tests pin it.
+    clock: Callable[[], datetime] | None = None
 
 
 # Every colour is an exact xterm-256 palette entry, so a 256-colour terminal shows the same

@@ -28,13 +28,19 @@ BAD_LINES = [
     '{"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": ""}]}',
 ]
 
+# Shaped like tuiapp.engine.data.compute_stats output; lengths 12 20 33 40 41 44 52 77 90 131.
 STATS = {
     "rows": 10,
-    "tokens": {"mean": 42.5, "p50": 40, "p90": 77, "p99": 123, "max": 131},
-    "truncated_share": 0.1,
-    "duplicates": 3,
-    "roles": {"user": 10, "assistant": 10},
-    "lengths": [12, 20, 33, 40, 41, 44, 52, 77, 90, 131],
+    "format": "messages",
+    "kind": "sft",
+    "tokenizer": "demo",
+    "max_length": 1024,
+    "tokens": {"min": 12, "mean": 42.5, "p50": 41, "p90": 90, "p99": 131, "max": 131,
+               "total": 540},
+    "histogram": {"edges": [12, 32, 52, 72, 92, 112, 132], "counts": [2, 4, 1, 2, 0, 1]},
+    "truncated": {"count": 1, "share": 0.1},
+    "duplicates": {"count": 3, "pairs": [[5, 2]]},
+    "roles": {"user": {"messages": 10, "tokens": 50}, "assistant": {"messages": 10, "tokens": 77}},
 }
 EXAMPLES = ["<|user|>\nq1\n<|assistant|>\na1", "<|user|>\nq2\n<|assistant|>\na2"]
 
