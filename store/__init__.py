@@ -3,6 +3,22 @@
 No Textual (or torch) import here or below: the engine, child processes and the CLI use it too.
 """
 
+import sys as _sys
+
+# sqlite-utils imports pandas and numpy when they are installed (they are: datasets pulls them
+# in) only to map their scalar types to column types. The store only writes Python values, and
+# those two imports cost ~0.4 s of the TUI's start-up, so they are hidden while sqlite-utils
+# loads. If something imported them earlier, nothing is hidden and nothing changes.
+if "sqlite_utils" not in _sys.modules:
+    _hidden = {m: _sys.modules.get(m) for m in ("pandas", "numpy") if m not in _sys.modules}
+    for _m in _hidden:
+        _sys.modules[_m] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils  # noqa: F401
+    finally:
+        for _m in _hidden:
+            del _sys.modules[_m]
+
 from .errors import DuplicateLabel, NotFound, StoreError
 from .models import (
     LABEL_CHOICES,
