@@ -39,5 +39,7 @@ def add_three_runs(store) -> dict[str, object]:
                             (dpo.id, "2026-03-01T10:59:00+00:00"),
                             (queued.id, "2026-03-01T11:30:00+00:00")):
         store.db.execute("UPDATE runs SET created_at = ? WHERE id = ?", [created, run_id])
+    store.db.execute("UPDATE dataset_versions SET created_at = '2026-02-27T08:00:00+00:00'")
+    store.db.execute("UPDATE models SET created_at = '2026-02-27T07:00:00+00:00'")
     return {"base": base, "data": data, "prefs": prefs, "sft": sft, "dpo": dpo,
             "queued": queued}

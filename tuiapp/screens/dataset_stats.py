@@ -45,8 +45,8 @@ def _label(key: str) -> str:
 def stats_table(stats: dict) -> Table:
     """Two columns, one row per number; a nested dict becomes indented rows under its name."""
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0), expand=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", overflow="fold")
     for key, value in stats.items():
         if key in HISTOGRAM_KEYS or key in LENGTH_KEYS:
             continue

@@ -100,9 +100,12 @@ class DatasetsScreen(AreaScreen):
                         yield DataTable(id="ds-problems", cursor_type="row", zebra_stripes=True)
                         yield FilePreview(id="ds-preview")
                     with TabPane("Stats", id="tab-stats"):
-                        with VerticalScroll():
-                            yield Static("No statistics yet.", id="ds-stats")
-                            yield Histogram("Tokens per row", id="ds-histogram")
+                        with Horizontal(id="ds-stats-pane"):
+                            with VerticalScroll(id="ds-stats-box"):
+                                yield Static("No statistics yet.", id="ds-stats")
+                            with VerticalScroll(id="ds-histogram-box"):
+                                yield Histogram("tokens per row, chat template applied",
+                                                id="ds-histogram")
                     with TabPane("Examples", id="tab-examples"):
                         with VerticalScroll():
                             yield Static("No examples yet.", id="ds-examples")
@@ -195,7 +198,9 @@ class DatasetsScreen(AreaScreen):
         self.report = self.stats = self.examples = None
         self.last_error = None
         self.query_one("#ds-problems", DataTable).clear()
-        self.query_one("#ds-summary", Static).update(f"Validating {self.current_path} …")
+        self.query_one("#ds-summary", Static).update(
+            Text(f"Validating {self._short_name(self.current_path)} …")
+        )
         self.query_one("#ds-stats", Static).update("Waiting for validation …")
         self.query_one("#ds-histogram", Histogram).set_bins([])
         self.query_one("#ds-examples", Static).update("Waiting for validation …")
@@ -241,7 +246,7 @@ class DatasetsScreen(AreaScreen):
     def _update_summary(self) -> None:
         report = self.report
         text = Text()
-        text.append(f"{self.current_path}\n", style="bold")
+        text.append(f"{self._short_name(self.current_path)}\n", style="bold")
         text.append(f"format {report.format or '?'} · kind {report.kind or '?'} · {report.rows} rows · ")
         errors, warnings = len(report.errors), len(report.warnings)
         text.append(f"{errors} error{'s' * (errors != 1)}", style="bold red" if errors else "green")

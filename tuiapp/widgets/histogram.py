@@ -42,7 +42,8 @@ class Histogram(Widget):
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.bins) + (1 if self.title else 0) or 1
+        title_lines = -(-len(self.title) // max(width, 1)) if self.title else 0
+        return max(len(self.bins), 1) + title_lines
 
     def render(self) -> Text:
         text = Text()

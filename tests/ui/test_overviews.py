@@ -1,0 +1,90 @@
+"""Train / Compare / Label / Export show real store state and the command that does the work."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable
+
+from .conftest import text_of, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def rows(screen, table_id: str) -> list[list[str]]:
+    table = screen.query_one(f"#{table_id}", DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def open_area(pilot, app, key: str):
+    await pilot.press(key)
+    screen = app.screen
+    await wait_until(pilot, lambda: bool(screen.facts))
+    return screen
+
+
+async def test_empty_store_says_so_in_every_overview(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        for key, table_id, command in (
+            ("f3", "train-datasets", "tuneloop train sft"),
+            ("f5", "compare-models", "tuneloop generate"),
+            ("f6", "label-choices", "tuneloop labels new"),
+            ("f7", "export-rows", "tuneloop export"),
+        ):
+            screen = await open_area(pilot, app, key)
+            assert rows(screen, table_id) == []
+            assert not screen.query_one(f"#{table_id}").display
+            assert screen.query_one(f"#{table_id}-empty").display
+            assert command in text_of(screen.query_one(".commands"))
+
+
+async def test_train_lists_dataset_versions_and_models(make_app, store):
+    store.add_model("tiny-base", "hf", "/models/tiny")
+    version = store.add_dataset_version("demo/sft", "/d/sft.jsonl", "c" * 64, "messages", "sft", 12)
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_area(pilot, app, "f3")
+        assert rows(screen, "train-datasets")[0][:5] == [
+            str(version.id), "demo/sft", "sft", "messages", "12"]
+        assert rows(screen, "train-models")[0][1:3] == ["tiny-base", "hf"]
+        assert screen.facts == {"dataset versions": "1", "models": "1", "runs": "0"}
+        # a version added while the screen is open appears on refresh
+        store.add_dataset_version("more", "/d/more.jsonl", "d" * 64, "text", "text", 3)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: len(rows(screen, "train-datasets")) == 2)
+
+
+async def test_label_counts_live_labels_and_tasks(make_app, store):
+    cands = [{"model_ref": "a", "output": "x"}, {"model_ref": "b", "output": "y"}]
+    t1 = store.create_label_task("p1", cands, task_set="s")
+    t2 = store.create_label_task("p2", cands, task_set="s")
+    store.create_label_task("p3", cands, task_set="s")
+    store.add_label(t1.id, "a")
+    store.add_label(t2.id, "tie")
+    store.undo_label()  # undoes the tie
+    store.add_label(t2.id, "b")
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_area(pilot, app, "f6")
+        live = store.live_labels()
+        assert screen.facts["live labels"] == str(len(live))
+        assert screen.facts["label tasks"] == "3"
+        assert len(live) == 2
+        assert rows(screen, "label-choices") == [["a", "1"], ["b", "1"]]
+
+
+async def test_export_and_compare_show_store_rows(make_app, store):
+    model = store.add_model("tiny-base", "hf", "/models/tiny")
+    store.add_export("/exports/tiny-q8.gguf", "gguf", quant="q8_0", size_bytes=3 * 1024 * 1024,
+                     sha256="f" * 64, model_id=model.id)
+    store.add_generation("tiny-base", "Where is Coldharbor?", "In the valley.", latency_s=0.5,
+                         tokens=4)
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_area(pilot, app, "f7")
+        row = rows(screen, "export-rows")[0]
+        assert row[2:6] == ["gguf", "q8_0", "3.0 MiB", "f" * 12]
+        screen = await open_area(pilot, app, "f5")
+        assert rows(screen, "compare-models")[0][1] == "tiny-base"
+        assert rows(screen, "compare-generations")[0] == [
+            "tiny-base", "Where is Coldharbor?", "In the valley.", "4", "0.50"]

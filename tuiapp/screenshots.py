@@ -1,0 +1,102 @@
+"""Regenerate screenshots/: one SVG per area (plus help) from a fresh demo workspace.
+
+    python -m tuiapp.screenshots [--out screenshots] [--size 120x36]
+
+Runs the real app headless on a throw-away home seeded with the demo datasets and the real
+Engine, so the pictures show what a new user sees — nothing is staged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tuiapp import paths
+
+SHOTS = (
+    # (file, mode, Datasets tab or None)
+    ("01-datasets.svg", "datasets", "tab-stats"),
+    ("02-train.svg", "train", None),
+    ("03-runs.svg", "runs", None),
+    ("04-compare.svg", "compare", None),
+    ("05-label.svg", "label", None),
+    ("06-export.svg", "export", None),
+)
+HELP_SHOT = "07-help.svg"
+DEMO_FILE = "sft.jsonl"
+
+
+async def _settle(pilot, predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+
+
+async def capture(out: Path, size: tuple[int, int], home: Path) -> list[Path]:
+    from tuiapp.app import Settings, TuiApp
+    from tuiapp.engine.facade import Engine
+    from tuiapp.workspace import open_workspace
+
+    ws = open_workspace(home)
+    app = TuiApp(store=ws.store, engine=Engine(),
+                 settings=Settings(home=ws.home, refresh_interval=0))
+    written: list[Path] = []
+    async with app.run_test(size=size) as pilot:
+        for filename, mode, tab in SHOTS:
+            await pilot.press({"datasets": "f2", "train": "f3", "runs": "f4", "compare": "f5",
+                               "label": "f6", "export": "f7"}[mode])
+            screen = app.screen
+            if mode == "datasets":
+                demo = (paths.DEMO_DIR / DEMO_FILE).resolve()
+                await _settle(pilot, lambda: demo in [p.resolve() for p in screen.file_paths],
+                              10, "the demo files in the file list")
+                screen.open_path(demo)
+                # first stats load the tokenizer (transformers): allow for a slow machine
+                await _settle(pilot, lambda: screen.stats is not None
+                              and screen.examples is not None, 120, "validation and stats")
+                screen.query_one("#ds-tabs").active = tab
+            elif mode == "runs":
+                await _settle(pilot, lambda: screen.loaded, 10, "the runs table")
+            else:
+                await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
+            await pilot.pause(0.2)
+            written.append(Path(app.save_screenshot(filename, str(out))))
+        await pilot.press("f1")
+        await pilot.pause(0.2)
+        written.append(Path(app.save_screenshot(HELP_SHOT, str(out))))
+    ws.store.close()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuiapp.screenshots", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(paths.REPO_ROOT / "screenshots"),
+                        help="folder for the SVG files (default: the repo's screenshots/)")
+    parser.add_argument("--size", default="120x36", help="terminal size WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    try:
+        width, height = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size must look like 120x36, not {args.size!r}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tuneloop-shots-") as home:
+        try:
+            written = asyncio.run(capture(out, (width, height), Path(home)))
+        except TimeoutError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
