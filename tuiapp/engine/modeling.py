@@ -1,0 +1,325 @@
+"""Shared model loading for the training algorithms: paths, device/dtype, tokenizer and chat
+template, full / LoRA / QLoRA models, and the cheap pre-flight numbers (parameter counts, a
+memory estimate) computed on the meta device without reading any weights.
+
+Reuse from another algorithm (dpo.py, reward.py, ...)::
+
+    path = resolve_model_path(config.base_model, ctx.base_model_path)
+    device = pick_device(config.device); dtype = pick_dtype(config.dtype, device)
+    tok = load_tokenizer(path, config.chat_template)           # template with {% generation %}
+    model = load_model(config, path, tok, device, dtype)       # PEFT-wrapped unless method=full
+
+``config`` only needs the SFTJobConfig method fields (method, lora_r, lora_alpha, lora_dropout,
+target_modules, train_template_tokens, bnb_quant_type, bnb_double_quant, trust_remote_code).
+torch/transformers/peft are imported inside the functions: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from tuiapp import paths
+
+# ChatML and Llama 3 with {% generation %} markers around what the assistant says (its
+# end-of-turn token included), so TRL's assistant_only_loss can mask everything else.
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' -}}{% endgeneration %}{{- '\\n' -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+LLAMA3_TEMPLATE = (
+    "{%- if bos_token -%}{{- bos_token -}}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}"
+    "{% generation %}{{- message['content'] | trim + '<|eot_id|>' -}}{% endgeneration %}"
+    "{%- else -%}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] | trim + '<|eot_id|>' -}}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"
+)
+TEMPLATES = {
+    "chatml": (CHATML_TEMPLATE, ["<|im_start|>", "<|im_end|>"], "<|im_end|>"),
+    "llama3": (LLAMA3_TEMPLATE, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+}
+
+
+class ModelLoadError(ValueError):
+    """A model, tokenizer or method setting that cannot work, said so a person can fix it."""
+
+    phase = "load_model"
+    kind = "config"
+
+
+# ------------------------------------------------------------------ where and how
+
+
+def resolve_model_path(base_model: str, resolved: str | None = None) -> str:
+    """The folder (or hub id) to load. ``resolved`` (the runner's ctx.base_model_path) wins;
+    standalone callers may pass 'demo' or a folder."""
+    if resolved:
+        return str(resolved)
+    if base_model == "demo":
+        if not (paths.DEMO_BASE_MODEL / "config.json").exists():
+            raise ModelLoadError(f"the demo base model is not built yet ({paths.DEMO_BASE_MODEL}); "
+                                 "run `tuneloop demo build-base` first")
+        return str(paths.DEMO_BASE_MODEL)
+    folder = Path(base_model).expanduser()
+    if folder.exists():
+        if not (folder / "config.json").exists():
+            raise ModelLoadError(f"{folder} is not a Hugging Face model folder (no config.json)")
+        return str(folder)
+    return base_model  # a hub id: loads only if cached (tests and the runner stay offline)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device is cuda but no CUDA GPU is visible; set device=cpu or auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """auto: bf16 on a GPU that supports it, else fp32 (fp16 only when asked)."""
+    import torch
+
+    if dtype == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+def attention_implementation(device: str) -> str:
+    """flash_attention_2 when installed on CUDA (varlen kernels: padding-free batches cost no
+    cross-example attention), else sdpa (transformers builds a block-diagonal mask from the
+    reset position_ids, so packed examples still never see each other)."""
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+# ------------------------------------------------------------------ tokenizer
+
+
+def load_tokenizer(model_path: str, chat_template: str = "model", trust_remote_code: bool = False):
+    """The model's tokenizer with the chosen chat template set (and its special tokens added
+    when the tokenizer lacks them: the caller must then resize the embeddings)."""
+    from transformers import AutoTokenizer
+
+    local = Path(model_path)
+    source = model_path
+    if local.is_dir() and not any((local / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        source = str(paths.DEMO_TOKENIZER)  # a bare model folder (e.g. random-init) uses the demo one
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - name the folder and the cause
+        raise ModelLoadError(f"cannot load a tokenizer from {source}: {exc}") from exc
+    if chat_template == "model" and not getattr(tok, "chat_template", None):
+        chat_template = "chatml"  # a base model without a template gets ChatML
+    if chat_template in TEMPLATES:
+        template, needed, end = TEMPLATES[chat_template]
+        missing = [t for t in needed if t not in tok.get_vocab()]
+        if missing and chat_template == "llama3":
+            raise ModelLoadError(f"chat_template=llama3 needs a Llama 3 tokenizer; {source} lacks "
+                                 f"{', '.join(missing)}. Use chat_template=chatml or model.")
+        if missing:
+            tok.add_special_tokens({"additional_special_tokens": missing})
+        tok.chat_template = template
+        tok.eos_token = end  # generation stops at the end of the assistant's turn
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def template_token_ids(tokenizer) -> list[int]:
+    """Ids of the special tokens the chat template writes (e.g. <|im_start|>, <|im_end|>)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    ids = [i for i, added in tokenizer.added_tokens_decoder.items()
+           if added.special and added.content and added.content in template]
+    return sorted(set(ids))
+
+
+# ------------------------------------------------------------------ model
+
+
+def lora_config(config: Any, template_ids: list[int] | None = None):
+    from peft import LoraConfig
+
+    targets = config.target_modules
+    target = "all-linear" if targets == ["all-linear"] else list(targets)
+    extra: dict[str, Any] = {}
+    if config.train_template_tokens and template_ids:
+        extra["trainable_token_indices"] = list(template_ids)  # rows of the input embedding
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=target, bias="none", task_type="CAUSAL_LM", **extra)
+
+
+def bnb_config(config: Any, compute_dtype):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.bnb_quant_type,
+                              bnb_4bit_use_double_quant=config.bnb_double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
+               gradient_checkpointing: bool = False):
+    """Full model (fp32 master weights), or base + LoRA (base in the compute dtype), or a 4-bit
+    base + LoRA (QLoRA). Embeddings are resized when the template added tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    method = config.method
+    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code,
+                              "attn_implementation": attention_implementation(device)}
+    if method == "full":
+        kwargs["dtype"] = torch.float32  # mixed precision autocasts; the optimiser keeps fp32
+    elif method == "lora":
+        kwargs["dtype"] = dtype
+    else:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise ModelLoadError("method=qlora needs bitsandbytes (pip install bitsandbytes), "
+                                 "or use method=lora") from exc
+        kwargs["quantization_config"] = bnb_config(config, dtype)
+        kwargs["dtype"] = dtype
+        kwargs["device_map"] = {"": device if device == "cpu" else 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load the model {model_path}: {exc}") from exc
+    if method != "qlora":
+        model.to(device)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if method == "full":
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    ids = template_token_ids(tokenizer) if config.train_template_tokens else []
+    model = get_peft_model(model, lora_config(config, ids))
+    _expose_head_bias(model)
+    return model
+
+
+def _expose_head_bias(model) -> None:
+    """With tied embeddings, PEFT wraps lm_head for the trainable token rows; the wrapper passes
+    ``weight`` through (merged with the trained rows) but not ``bias``, which TRL's fused LM-head
+    loss reads. Give the wrapper the head's own bias (None for Llama-style heads)."""
+    head = model.get_output_embeddings()
+    if head is not None and type(head).__name__ == "TrainableTokensWrapper" and "bias" not in vars(head):
+        original = getattr(head, "original_module", None)
+        object.__setattr__(head, "bias", getattr(original, "bias", None))
+
+
+# ------------------------------------------------------------------ pre-flight
+
+
+def _meta_model(config: Any, model_path: str, tokenizer=None):
+    """The model (and its adapters) built on the meta device: shapes only, no memory, no I/O
+    beyond config.json."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=config.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"cannot read the model config of {model_path}: {exc}") from exc
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=config.trust_remote_code)
+        if config.method != "full":
+            from peft import get_peft_model
+
+            ids = template_token_ids(tokenizer) if tokenizer is not None and config.train_template_tokens else []
+            model = get_peft_model(model, lora_config(config, ids))
+    return model, hf_config
+
+
+def count_parameters(config: Any, model_path: str | None = None, tokenizer=None) -> tuple[int, int]:
+    """(trainable, total) for the config's method and rank; total counts the adapter too and
+    tied weights once. QLoRA counts the base at its logical (unpacked) size."""
+    path = resolve_model_path(config.base_model, model_path)
+    if tokenizer is None and getattr(config, "train_template_tokens", False) and config.method != "full":
+        tokenizer = load_tokenizer(path, getattr(config, "chat_template", "model"), config.trust_remote_code)
+    model, _ = _meta_model(config, path, tokenizer)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def estimate_memory(config: Any, model_path: str | None = None, tokens_per_step: int | None = None,
+                    device: str | None = None, tokenizer=None) -> dict[str, Any]:
+    """A rough peak-memory estimate in bytes for one training step.
+
+    weights (fp32 full, compute dtype for LoRA, ~0.52 byte/param for 4-bit nf4 with double
+    quantisation) + 16 bytes per trainable parameter (fp32 weight copy, gradient, two AdamW
+    moments) + activations for ``tokens_per_step`` tokens (default batch_size x max_length, the
+    padding-free worst case) + logits. Good to a factor of ~1.5: it is for refusing plainly
+    impossible runs and for choosing knobs, not for packing a GPU to the last MiB.
+    """
+    path = resolve_model_path(config.base_model, model_path)
+    device = device or pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    compute_bytes = 2 if str(dtype).endswith(("bfloat16", "float16")) else 4
+    trainable, total = count_parameters(config, path, tokenizer)
+    _, hf = _meta_model(config, path, tokenizer)
+    text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
+    hidden = getattr(text, "hidden_size", 0)
+    layers = getattr(text, "num_hidden_layers", 0)
+    inter = getattr(text, "intermediate_size", 4 * hidden)
+    vocab = getattr(text, "vocab_size", 0)
+    base = total - (trainable if config.method != "full" else 0)
+    per_param = {"full": 4.0, "lora": float(compute_bytes), "qlora": 0.52}[config.method]
+    weights = int(base * per_param)
+    optimiser = int(trainable * (16 if config.method != "full" else 12))  # full: weights counted above
+    tokens = tokens_per_step or config.batch_size * config.max_length
+    # Saved per token per layer: inputs of the 7 projections, norms, attention output and the
+    # MLP's gate/up/act outputs; with checkpointing only each layer's input (+ one live layer).
+    per_layer = (8 * hidden + 4 * inter) * compute_bytes
+    if config.gradient_checkpointing:
+        activations = tokens * (layers * hidden * compute_bytes + per_layer)
+    else:
+        activations = tokens * layers * per_layer
+    logits = tokens * vocab * 4 * 3  # fp32 logits, their log-softmax and gradient
+    overhead = 300 * 2**20 if device == "cuda" else 0  # CUDA context and allocator slack
+    total_bytes = weights + optimiser + activations + logits + overhead
+    return {
+        "device": device, "dtype": str(dtype).replace("torch.", ""), "method": config.method,
+        "trainable_params": trainable, "total_params": total, "tokens_per_step": tokens,
+        "weights_bytes": weights, "optimizer_bytes": optimiser, "activations_bytes": activations,
+        "logits_bytes": logits, "overhead_bytes": overhead, "total_bytes": total_bytes,
+        "first_knob": _first_knob(config, activations + logits, weights + optimiser),
+    }
+
+
+def _first_knob(config: Any, activation_like: int, static: int) -> str:
+    if activation_like > static:
+        if not config.gradient_checkpointing:
+            return "gradient_checkpointing=true"
+        return f"batch_size={max(1, config.batch_size // 2)} with grad_accum={config.grad_accum * 2}"
+    if config.method == "full":
+        return "method=lora"
+    if config.method == "lora":
+        return "method=qlora"
+    return f"max_length={max(16, config.max_length // 2)}"
