@@ -1,16 +1,14 @@
-"""``tuneloop runs``: the runs in the store, as a table or JSON."""
+"""``tuneloop runs``: list, show, cancel and resume the runs in the store."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .common import fail, open_ws, print_json
-from .stubs import missing
 
 app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
 
@@ -22,13 +20,17 @@ def _run_dict(run) -> dict:
 @app.command("list")
 def list_runs(
     ctx: typer.Context,
-    status: Optional[list[str]] = typer.Option(None, "--status", help="Only runs with this status (repeatable)."),
-    kind: Optional[list[str]] = typer.Option(None, "--kind", help="Only runs of this kind, e.g. sft (repeatable)."),
+    status: list[str] | None = typer.Option(None, "--status", help="Only runs with this status (repeatable)."),
+    kind: list[str] | None = typer.Option(None, "--kind", help="Only runs of this kind, e.g. sft (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Every run in the workspace, newest first."""
     ws = open_ws(ctx)
-    runs = ws.store.list_runs(status=status or None, kind=kind or None)
+    _refresh(ws)
+    try:
+        runs = ws.store.list_runs(status=status or None, kind=kind or None)
+    except ValueError as exc:
+        fail(str(exc), code=2)
     if as_json:
         print_json([_run_dict(r) for r in runs])
         return
@@ -63,6 +65,7 @@ def show_run(
 ) -> None:
     """One run: config, environment, metric summary and lineage."""
     ws = open_ws(ctx)
+    _refresh(ws)
     try:
         run = ws.store.get_run(run_id)
     except KeyError:
@@ -88,13 +91,71 @@ def show_run(
     console.print_json(data=data["lineage"], default=str)
 
 
-@app.command("cancel", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def cancel(run_id: int = typer.Argument(...)) -> None:
-    """Cancel a queued or running job (needs the training engine)."""
-    missing("runs cancel", "the job runner of the training engine")
+def _runner(ws):
+    from tuiapp.engine.runner import Runner
+
+    return Runner(ws.store, ws.home)
 
 
-@app.command("resume", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def resume(run_id: int = typer.Argument(...)) -> None:
-    """Resume a cancelled or interrupted run from its newest checkpoint (needs the training engine)."""
-    missing("runs resume", "the job runner of the training engine")
+def _refresh(ws) -> None:
+    """Bring the store up to date with jobs running in the background (their events file)."""
+    runner = _runner(ws)
+    runner.recover()
+    runner.poll()
+
+
+@app.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(..., help="Run id (see `tuneloop runs list`)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the job has saved and stopped."),
+) -> None:
+    """Cancel a queued job at once, or ask a running one to save a checkpoint and stop."""
+    ws = open_ws(ctx)
+    runner = _runner(ws)
+    runner.recover()
+    try:
+        run = runner.cancel(run_id)
+    except LookupError:
+        fail(f"no run with id {run_id} in {ws.db_path}", code=1)
+    except ValueError as exc:
+        fail(str(exc), code=1)
+    if run.status == "cancelled":
+        typer.echo(f"run {run_id} cancelled (it had not started)")
+        return
+    typer.echo(f"run {run_id}: stop requested; it saves a checkpoint at the end of the current "
+               "step and stops")
+    if wait:
+        run = runner.wait(run_id)
+        typer.echo(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    run_id: int = typer.Argument(..., help="A cancelled, interrupted or failed run."),
+    follow_run: bool = typer.Option(False, "--follow", help="Follow it with a progress bar."),
+) -> None:
+    """Continue a run from its newest complete checkpoint as a new run (same config, same
+    trajectory; the new run's history starts with the old one's up to that checkpoint)."""
+    from .train_cmd import follow
+
+    ws = open_ws(ctx)
+    runner = _runner(ws)
+    runner.recover()
+    try:
+        new = runner.resume(run_id)
+    except LookupError:
+        fail(f"no run with id {run_id} in {ws.db_path}", code=1)
+    except ValueError as exc:
+        fail(str(exc), code=1)
+    typer.echo(f"run {new.id} resumes run {run_id}")
+    started = runner.start_next()
+    if not follow_run:
+        if started is not None and started.id == new.id:
+            typer.echo(f"started in the background; `tuneloop runs show {new.id}` shows progress")
+        else:
+            typer.echo("queued behind the running job")
+        return
+    code, _ = follow(runner, new.id, Console(highlight=False))
+    raise typer.Exit(code)

@@ -86,8 +86,8 @@ def _register_folder(spec: str, folder: Path, store: Any, name: str | None = Non
 def resolve_dataset(spec: str, store: Any, home: str | Path | None = None, kind: str | None = None):
     """A dataset version id, a version name (its newest version), or a file path (imported).
 
-    Returns the store's DatasetVersion row. ``kind`` is the job kind (sft, cpt) and only decides
-    how an imported file is validated; a wrong kind is pre-flight's refusal, not an error here.
+    Returns the store's DatasetVersion row. A wrong kind is pre-flight's refusal, not an error
+    here (``kind``, the job kind, is kept for callers that want to say which job asked).
     """
     spec = (spec or "").strip()
     if not spec:
@@ -117,8 +117,9 @@ def import_file(path: Path, store: Any, home: str | Path | None, job_kind: str |
     from tuiapp.engine import data
 
     path = path.resolve()
-    wanted = EXPECTED_KINDS.get(job_kind or "", (None,))[0]
-    report = data.validate(path, kind=wanted)
+    # Detected, not forced: a file of the wrong kind imports fine and pre-flight then says
+    # "this is text data; sft needs sft data" instead of listing every row as broken.
+    report = data.validate(path)
     if not report.ok:
         shown = "\n".join(f"  {p}" for p in report.errors[:3])
         raise ResolveError(f"dataset: {path} has {report.error_count or len(report.errors)} "

@@ -15,6 +15,7 @@ import json
 import re
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,13 @@ def run_job(run_dir: Path) -> int:
         result = train(config, ctx) or {}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a readable event
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        info = describe_error(exc, sink.phase, config, run_dir)
-        sink.emit(make_event("error", **info))
+        try:
+            info = describe_error(exc, sink.phase, config, run_dir)
+        except Exception:  # noqa: BLE001 - the message must get out even if wording fails
+            info = {"kind": "crash", "phase": sink.phase,
+                    "message": f"{type(exc).__name__}; see {run_dir / 'error.log'}"}
+        # Built by hand: the error event's own "kind" field would collide with make_event's.
+        sink.emit({"event": "error", "t": time.time(), **info})
         sink.close()
         return EXIT_FAILED
     status = _result_status(result, ctx, sink)

@@ -1,0 +1,180 @@
+"""``tuneloop train``: pre-flight, queue and follow a training job from the terminal.
+
+Exit codes: 0 completed (or queued with --queue-only), 1 refused by pre-flight or failed,
+2 a config that cannot be read, 3 cancelled by someone else, 130 cancelled with Ctrl-C.
+Kinds without an algorithm yet say so and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .common import fail, open_ws, print_json
+from .stubs import _PASSTHROUGH, missing
+
+app = typer.Typer(help="Start training jobs (SFT, continued pre-training; DPO, KTO, reward, "
+                       "PPO, GRPO and RLOO later).", no_args_is_help=True)
+
+_CONFIG_HELP = "TOML preset (see sample_data/presets/); its keys are the config fields."
+_SET_HELP = "Override one field: key=value (repeatable), e.g. --set max_steps=50."
+EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 1, "cancelled": 3}
+
+
+def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
+           queue_only: bool, as_json: bool) -> None:
+    from tuiapp.engine.config import ConfigError, load_config
+    from tuiapp.engine.preflight import preflight
+
+    try:
+        cfg = load_config(config, sets or [], kind=kind)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    ws = open_ws(ctx)
+    console = Console(stderr=as_json, highlight=False)
+    with console.status("pre-flight: reading the model and measuring the data…"):
+        report = preflight(cfg, ws.store, ws.home)
+    if not as_json:
+        console.print(report.render())
+    if not report.ok:
+        if as_json:
+            print_json({"preflight": report.to_dict(), "run": None})
+        fail("not queued: pre-flight refused the job (reasons above)", code=1)
+    runner = make_runner(ws)
+    run = runner.submit(cfg, report=report)
+    console.print(f"run {run.id}")
+    if queue_only:
+        if as_json:
+            print_json({"preflight": report.to_dict(), "run": dataclasses.asdict(run)})
+        else:
+            console.print("queued; it starts when nothing else is running and tuneloop next polls the queue")
+        return
+    runner.start_next()
+    code, run = follow(runner, run.id, console)
+    if as_json:
+        print_json({"preflight": report.to_dict(), "run": dataclasses.asdict(run),
+                    "metrics": ws.store.metric_summary(run.id)})
+    raise typer.Exit(code)
+
+
+def make_runner(ws: Any):
+    from tuiapp.engine.runner import Runner
+
+    return Runner(ws.store, ws.home)
+
+
+def follow(runner: Any, run_id: int, console: Console) -> tuple[int, Any]:
+    """Poll until the run ends, drawing a progress bar; Ctrl-C asks for a cooperative stop
+    (a last checkpoint is written), a second Ctrl-C leaves the job running in the background."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    stopping = False
+    columns = (TextColumn("[bold]run {task.fields[run]}[/] {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=None, run=run_id, loss="–", tps="–", eta="–")
+
+        def update(run: Any, prog: dict[str, Any]) -> None:
+            fields: dict[str, Any] = {"description": run.status if run.status != "running"
+                                      else ("stopping" if stopping else prog.get("phase") or "running")}
+            if prog.get("total_steps"):
+                fields["total"] = prog["total_steps"]
+            if prog.get("step") is not None:
+                fields["completed"] = prog["step"]
+            if prog.get("loss") is not None:
+                fields["loss"] = f"{prog['loss']:.4f}"
+            if prog.get("tokens_per_s"):
+                fields["tps"] = f"{prog['tokens_per_s']:,.0f}"
+            if prog.get("eta_s") is not None:
+                fields["eta"] = _clock(prog["eta_s"])
+            bar.update(task, **fields)
+
+        while True:
+            try:
+                run = runner.wait(run_id, interval=0.5, on_update=update)
+                break
+            except KeyboardInterrupt:
+                if stopping:
+                    console.print(f"left run {run_id} running in the background; "
+                                  f"`tuneloop runs cancel {run_id}` stops it")
+                    return 130, runner.store.get_run(run_id)
+                stopping = True
+                console.print("stopping: saving a last checkpoint (Ctrl-C again to leave the job "
+                              "running in the background)")
+                try:
+                    runner.cancel(run_id)
+                except ValueError:
+                    pass
+    report_outcome(console, runner.store, run)
+    code = EXIT_CODES.get(run.status, 1)
+    if run.status == "cancelled" and stopping:
+        code = 130
+    return code, run
+
+
+def report_outcome(console: Console, store: Any, run: Any) -> None:
+    if run.status == "completed":
+        loss = store.metric_summary(run.id).get("loss", {}).get("last")
+        where = ""
+        if run.adapter_model_id:
+            model = store.get_model(run.adapter_model_id)
+            where = f"; model {model.id} at {escape(model.path)}"
+        shown = f"final loss {loss:.4f}" if loss is not None else "no loss recorded"
+        console.print(f"[green]✓[/] run {run.id} completed: {shown}{where}")
+    elif run.status == "cancelled":
+        console.print(f"run {run.id} cancelled; continue it with `tuneloop runs resume {run.id}`")
+    else:
+        console.print(f"[red]✗[/] run {run.id} {run.status}: {escape(run.error or 'no reason given')}")
+
+
+def _clock(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@app.command("sft")
+def sft(
+    ctx: typer.Context,
+    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
+    sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+) -> None:
+    """Supervised fine-tuning (full / LoRA / QLoRA) from a config file."""
+    _train(ctx, "sft", config, sets, queue_only, as_json)
+
+
+@app.command("cpt")
+def cpt(
+    ctx: typer.Context,
+    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
+    sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+) -> None:
+    """Continued pre-training on raw text (or pre-training a fresh model from scratch)."""
+    _train(ctx, "cpt", config, sets, queue_only, as_json)
+
+
+def _not_yet(name: str, help_text: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        missing(f"train {name}", f"the {name} algorithm of the training engine")
+
+    command.__doc__ = help_text
+    app.command(name, context_settings=_PASSTHROUGH)(command)
+
+
+for _name, _help in {
+    "dpo": "Direct preference optimisation on a preference dataset.",
+    "kto": "KTO on unpaired good/bad examples.",
+    "reward": "Train a reward model on preference pairs.",
+    "ppo": "PPO against a reward model or a verifier.",
+    "grpo": "GRPO against a reward model or a verifier.",
+    "rloo": "RLOO against a reward model or a verifier.",
+}.items():
+    _not_yet(_name, _help)
