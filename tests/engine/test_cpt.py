@@ -1,0 +1,214 @@
+"""Continued pre-training (engine/cpt.py) and the demo base model (engine/demo_base.py).
+
+Tiny random-init Llama models on a tiny text file with the demo tokenizer: seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from tuiapp import paths  # noqa: E402
+from tuiapp.engine import cpt  # noqa: E402
+from tuiapp.engine.config import CPTJobConfig  # noqa: E402
+from tuiapp.engine.events import ListSink  # noqa: E402
+from tuiapp.engine.jobs import COMPLETE_MARKER, JobContext, latest_checkpoint, request_stop  # noqa: E402
+
+TEXT = (
+    "Sounu lives in Redwater. The cloak of Sounu is orange. Sounu works as a potter.\n\n"
+    "Where does Sounu live?\nAnswer: Redwater.\n\n"
+    "Daidro comes from Dunmere. Daidro's cloak is red. Daidro's favourite animal is the fox.\n\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TEXT * 12, encoding="utf-8")
+    return path
+
+
+def tiny_config(dataset: Path, **kw) -> CPTJobConfig:
+    values = dict(
+        dataset=str(dataset), base_model="scratch", hidden_size=32, num_layers=2, num_heads=2,
+        num_kv_heads=2, intermediate_size=64, max_length=32, batch_size=4, learning_rate=1e-2,
+        warmup_ratio=0.0, lr_scheduler="constant", max_steps=20, logging_steps=2, save_steps=20,
+        eval_steps=10, eval_split=0.1, sample_prompts=["Where does Sounu live?\nAnswer:"],
+        sample_max_new_tokens=3, device="cpu", dtype="fp32", seed=7,
+    )
+    values.update(kw)
+    return CPTJobConfig(**values)
+
+
+def losses(sink: ListSink) -> list[tuple[int, float]]:
+    return [(e["step"], e["values"]["loss"]) for e in sink.of("metrics") if "loss" in e["values"]]
+
+
+def test_scratch_model_learns_repeated_text_and_writes_final_files(tmp_path, text_file):
+    sink = ListSink()
+    ctx = JobContext(output_dir=tmp_path / "run", sink=sink)
+    result = cpt.train(tiny_config(text_file), ctx)
+
+    assert result["status"] == "completed" and result["global_step"] == 20
+    curve = losses(sink)
+    assert [s for s, _ in curve] == list(range(2, 21, 2))
+    assert curve[-1][1] < curve[0][1] - 1.0, curve  # repeated text: loss falls fast
+    assert any("eval_loss" in e["values"] for e in sink.of("metrics"))
+    assert result["num_tokens"] == 20 * 4 * 32
+
+    final = tmp_path / "run" / "final"
+    assert (final / "model.safetensors").is_file()
+    assert not list(final.glob("*.bin"))
+    assert (final / "tokenizer.json").is_file()
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == "checkpoint-20"
+    assert json.loads((ckpt / COMPLETE_MARKER).read_text())["step"] == 20
+    assert [e["step"] for e in sink.of("checkpoint")] == [20]
+    assert sink.of("sample") and sink.of("sample")[0]["prompt"].startswith("Where does Sounu")
+    phases = [e["phase"] for e in sink.of("phase")]
+    assert phases[:3] == ["load_data", "load_model", "train"] and phases[-1] == "save"
+    assert sink.of("done")[0]["status"] == "completed"
+
+
+class StopAtStep(ListSink):
+    """Creates the STOP file once training reports the given step (as a user pressing Stop)."""
+
+    def __init__(self, output_dir: Path, step: int) -> None:
+        super().__init__()
+        self.output_dir, self.step = output_dir, step
+
+    def emit(self, event):
+        super().emit(event)
+        if event["event"] == "progress" and event["step"] >= self.step:
+            request_stop(self.output_dir)
+
+
+def test_cancel_leaves_a_complete_checkpoint_and_resume_continues_the_steps(tmp_path, text_file):
+    out = tmp_path / "run"
+    config = tiny_config(text_file, max_steps=12, save_steps=100, eval_split=0.0, logging_steps=1)
+    first = StopAtStep(out, 3)
+    result = cpt.train(config, JobContext(output_dir=out, sink=first))
+
+    assert result["status"] == "cancelled"
+    assert result["final_dir"] is None and not (out / "final").exists()
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and ckpt.name == "checkpoint-4"  # stop is seen at the next step end
+    assert first.of("done")[0]["status"] == "cancelled"
+
+    (out / "STOP").unlink()
+    second = ListSink()
+    resumed = cpt.train(config, JobContext(output_dir=out, sink=second, resume_from=ckpt))
+    assert resumed["status"] == "completed" and resumed["global_step"] == 12
+    steps = [s for s, _ in losses(second)]
+    assert steps[0] == 5 and steps[-1] == 12
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_documents_are_separated_by_endoftext_and_never_masked(text_file):
+    from tuiapp.engine.data import load_tokenizer
+
+    tok = load_tokenizer(None)
+    texts = cpt.load_texts(text_file)
+    assert len(texts) == 36
+    blocks = cpt.pack_blocks(texts, tok, 32)
+    sep = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert sep == tok.pad_token_id == 0  # why labels are built by hand, not by a collator
+    assert all(len(b) == 32 for b in blocks)
+    stream = [t for b in blocks for t in b]
+    assert stream.count(sep) >= 30
+    first_doc = tok(texts[0], add_special_tokens=False)["input_ids"]
+    assert stream[: len(first_doc) + 1] == first_doc + [sep]
+    item = cpt.BlockDataset(blocks)[0]
+    assert torch.equal(item["labels"], item["input_ids"]) and int(item["attention_mask"].min()) == 1
+
+
+def test_unusable_dataset_says_which_file(tmp_path):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"prompt": "hi", "completion": "there"}\n', encoding="utf-8")
+    with pytest.raises(cpt.CPTDataError, match="rows.jsonl"):
+        cpt.train(tiny_config(bad), JobContext(output_dir=tmp_path / "run"))
+    with pytest.raises(cpt.CPTDataError, match="not a file"):
+        cpt.train(tiny_config(tmp_path / "missing.txt"), JobContext(output_dir=tmp_path / "run2"))
+
+
+def _assert_fp16_model_that_generates(folder: Path) -> None:
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weights = folder / "model.safetensors"
+    assert weights.is_file() and not list(folder.glob("*.bin"))
+    with safe_open(str(weights), framework="pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes == {torch.float16}
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (folder / name).read_bytes() == (paths.DEMO_TOKENIZER / name).read_bytes()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
+    ids = tok("Where does Sounu live?\nAnswer:", return_tensors="pt")["input_ids"]
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                         do_sample=False, pad_token_id=0)
+    assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
+    from tuiapp.__main__ import app
+
+    out = tmp_path / "base-model"
+    result = CliRunner().invoke(app, ["demo", "build-base", "--quick", "--out", str(out),
+                                      "--work-dir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    assert "memorisation" in result.output and "held-out" in result.output
+    _assert_fp16_model_that_generates(out)
+    info = json.loads((out / "build-info.json").read_text())
+    assert info["preset"] == "demo-cpt-quick.toml" and info["steps"] == 6
+    assert info["model_bytes"] == (out / "model.safetensors").stat().st_size
+    for key in ("cloze", "qa_sft", "qa_heldout", "chat"):
+        assert 0.0 <= info["probe"][key]["exact"] <= 1.0 and info["probe"][key]["n"] > 0
+    assert info["versions"]["torch"] and info["final_train_loss"] > 0
+
+    probe = CliRunner().invoke(app, ["demo", "probe", "--model", str(out), "--limit", "8", "--json"])
+    assert probe.exit_code == 0, probe.output
+    assert json.loads(probe.output)["qa_heldout"]["n"] == 8
+
+
+def test_probe_without_a_model_is_a_clear_error(tmp_path):
+    from tuiapp.__main__ import app
+
+    result = CliRunner().invoke(app, ["demo", "probe", "--model", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "no model in" in result.output and "build-base" in result.output
+
+
+def test_probe_scores_a_known_answer():
+    from tuiapp.engine import demo_base
+
+    assert demo_base._qa_score(" Answer: Redwater.", "Redwater") == 1.0
+    assert demo_base._qa_score("Answer: Dunmere.", "Redwater") == pytest.approx(0.1)
+    assert demo_base._cloze_value(" a potter. Sounu") == "potter"
+    assert demo_base._cloze_value(" orange cloak, of course") == "orange cloak"
+
+
+@pytest.mark.skipif(not (paths.DEMO_BASE_MODEL / "config.json").exists(),
+                    reason="the demo base model has not been built")
+def test_committed_demo_base_model_is_small_fp16_and_uses_the_demo_tokenizer():
+    folder = paths.DEMO_BASE_MODEL
+    assert (folder / "model.safetensors").stat().st_size <= 12 * 1024 * 1024
+    _assert_fp16_model_that_generates(folder)
+    info = json.loads((folder / "build-info.json").read_text())
+    assert info["train_wall_s"] <= 60 * 60
+    assert info["probe"]["chat"]["exact"] <= 0.10
