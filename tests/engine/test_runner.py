@@ -113,6 +113,30 @@ def test_run_completes_and_lands_in_the_store(store, home, text_file):
     assert len(store.metrics(run.id, "loss")) == 8
 
 
+def test_sft_lora_run_registers_its_adapter(store, home, tiny_model, tmp_path):
+    from tuiapp.engine.config import SFTJobConfig
+    from tuiapp.engine.runner import Runner
+
+    lines = (paths.DEMO_DIR / "sft.jsonl").read_text(encoding="utf-8").splitlines()[:48]
+    data = tmp_path / "sft_small.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = SFTJobConfig(base_model=str(tiny_model), dataset=str(data), method="lora", lora_r=4,
+                       max_length=128, max_steps=4, save_steps=2, logging_steps=1, batch_size=4,
+                       eval_split=0.0, device="cpu", sample_prompts=["Who are you?"],
+                       sample_max_new_tokens=4)
+    runner = Runner(store, home, env=CHILD_ENV)  # the real algorithm table
+    run = runner.submit(cfg)
+    runner.start_next()
+    done = runner.wait(run.id, interval=0.2, timeout=120)
+    assert done.status == "completed", done.error
+    assert sorted(losses(store, run.id)) == [1, 2, 3, 4]
+    adapter = store.get_model(done.adapter_model_id)
+    assert adapter.kind == "adapter" and adapter.base_model_id == run.base_model_id
+    assert store.get_model(run.base_model_id).path == str(tiny_model)
+    assert (Path(adapter.path) / "adapter_config.json").exists()
+    assert sorted(g.step for g in store.list_generations(run_id=run.id)) == [2, 4]
+
+
 def test_queue_runs_in_submit_order_one_at_a_time(store, home, text_file):
     runner = make_runner(store, home)
     first = runner.submit(cpt_config(text_file, max_steps=3, save_steps=100, name="first"))
