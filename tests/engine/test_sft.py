@@ -219,7 +219,7 @@ def test_preference_data_refused_before_any_model_loads(tiny_model, tmp_path, mo
 
     monkeypatch.setattr(modeling, "load_model", no_model)
     pref = paths.DEMO_DIR / "preferences.jsonl"
-    with pytest.raises(sft.SFTError) as err:
+    with pytest.raises(sft.SFTDataError) as err:
         run(make_config(tiny_model, pref), tmp_path / "run")
     assert err.value.phase == "load_data" and err.value.kind == "data"
     assert str(pref) in str(err.value) and "preference" in str(err.value)

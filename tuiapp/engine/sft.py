@@ -38,6 +38,10 @@ class SFTError(ValueError):
         self.kind = kind
 
 
+class SFTDataError(SFTError):
+    """The dataset cannot be trained on (the runner reports it as a data problem)."""
+
+
 def train(config: SFTJobConfig, ctx: JobContext) -> dict[str, Any]:
     import torch
     import transformers
@@ -71,7 +75,7 @@ def train(config: SFTJobConfig, ctx: JobContext) -> dict[str, Any]:
     trainer = build_trainer(config, ctx, model, tokenizer, train_rows, eval_rows, conversational,
                             device, dtype)
     if len(trainer.train_dataset) == 0:
-        raise SFTError("every training example lost its assistant tokens (truncated away or never "
+        raise SFTDataError("every training example lost its assistant tokens (truncated away or never "
                        f"marked); raise max_length above {config.max_length} or check the chat template")
     callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "EventCallback")
 
@@ -115,10 +119,10 @@ def load_records(config: SFTJobConfig, ctx: JobContext) -> tuple[list[dict[str, 
         shown = "\n".join(f"  {p}" for p in report.errors[:5])
         more = report.error_count - min(5, len(report.errors))
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise SFTError(f"{path} cannot be used for SFT ({report.error_count or len(report.errors)} "
+        raise SFTDataError(f"{path} cannot be used for SFT ({report.error_count or len(report.errors)} "
                        f"error(s); see `tuneloop data validate {path}`):\n{shown}{tail}")
     if not report.records:
-        raise SFTError(f"{path} has no usable rows")
+        raise SFTDataError(f"{path} has no usable rows")
     first = report.records[0]
     conversational = "messages" in first or not isinstance(first.get("prompt"), str)
     return report.records, conversational
@@ -134,7 +138,7 @@ def dataset_file(spec: str) -> Path:
             candidate = paths.DEMO_DIR / (spec.removeprefix("demo/") + suffix)
             if candidate.exists():
                 return candidate
-    raise SFTError(f"dataset {spec!r} is not a file; run through `tuneloop train` (which resolves "
+    raise SFTDataError(f"dataset {spec!r} is not a file; run through `tuneloop train` (which resolves "
                    "dataset versions) or give a path")
 
 
