@@ -186,6 +186,20 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
     assert json.loads(probe.output)["qa_heldout"]["n"] == 8
 
 
+def test_build_base_minutes_cap_keeps_the_last_checkpoint(tmp_path):
+    from tuiapp.engine import demo_base
+
+    # A cap that runs out before the first step: the job stops at step 1 and that checkpoint
+    # becomes the model, recorded as cancelled with its real step count.
+    info = demo_base.build_base(tmp_path / "bm", quick=True, minutes=0.0005, work_dir=tmp_path / "w",
+                                probe_limit=4)
+    assert info["status"] == "cancelled" and info["steps"] == 1 and info["planned_steps"] == 6
+    assert (tmp_path / "w" / "STOP").exists()
+    assert (tmp_path / "bm" / "model.safetensors").is_file()
+    events = [json.loads(line) for line in (tmp_path / "w" / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "checkpoint" and e["step"] == 1 for e in events)
+
+
 def test_probe_without_a_model_is_a_clear_error(tmp_path):
     from tuiapp.__main__ import app
 

@@ -27,7 +27,7 @@ from typing import Any
 from tuiapp import paths
 
 from . import demo_world
-from .events import ListSink, Sink
+from .events import JsonlSink, Sink, TeeSink
 from .jobs import JobContext, request_stop
 
 BASE_PRESET = paths.PRESETS_DIR / "demo-cpt-base.toml"
@@ -70,7 +70,9 @@ def build_base(
     out = Path(out) if out is not None else paths.DEMO_BASE_MODEL
     config = load_config(QUICK_PRESET if quick else BASE_PRESET, overrides or [])
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tuneloop-build-base-"))
-    ctx = JobContext(output_dir=work, sink=sink or ListSink())
+    # Events also go to work/events.jsonl so a long build can be followed (and read afterwards).
+    log = JsonlSink(work / "events.jsonl")
+    ctx = JobContext(output_dir=work, sink=TeeSink(log, sink) if sink else log)
 
     timer = None
     if minutes:
@@ -113,9 +115,10 @@ def build_base(
         "versions": library_versions(),
         "machine": machine_info(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "work_dir": str(work),
     }
     (out / "build-info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    ctx.emit("log", level="info", message=f"demo base model written to {out}")
+    log.close()
     return info
 
 
