@@ -117,6 +117,16 @@ def test_cancel_leaves_a_complete_checkpoint_and_resume_continues_the_steps(tmp_
     assert steps[0] == 5 and steps[-1] == 12
     assert (out / "final" / "model.safetensors").is_file()
 
+    # Cancel + resume lands on the trajectory of a run that was never interrupted.
+    straight = ListSink()
+    cpt.train(config, JobContext(output_dir=tmp_path / "straight", sink=straight))
+    joined = dict(losses(first))
+    joined.update(losses(second))
+    expected = dict(losses(straight))
+    assert sorted(joined) == sorted(expected) == list(range(1, 13))
+    for step, loss in expected.items():
+        assert joined[step] == pytest.approx(loss, abs=1e-3), step
+
 
 def test_documents_are_separated_by_endoftext_and_never_masked(text_file):
     from tuiapp.engine.data import load_tokenizer
