@@ -128,6 +128,33 @@ def test_cancel_leaves_a_complete_checkpoint_and_resume_continues_the_steps(tmp_
         assert joined[step] == pytest.approx(loss, abs=1e-3), step
 
 
+def test_continue_a_saved_model_under_lora_trains_only_the_adapter(tmp_path, text_file):
+    import hashlib
+
+    cpt.train(tiny_config(text_file, max_steps=2, save_steps=2, eval_split=0.0),
+              JobContext(output_dir=tmp_path / "scratch"))
+    base = tmp_path / "scratch" / "final"
+    digest = hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()
+
+    sink = ListSink()
+    result = cpt.train(
+        tiny_config(text_file, base_model=str(base), method="lora", lora_r=4, lora_alpha=8,
+                    max_steps=4, save_steps=4, eval_split=0.0, logging_steps=1),
+        JobContext(output_dir=tmp_path / "lora", sink=sink),
+    )
+    assert result["status"] == "completed"
+    assert 0 < result["trainable_parameters"] < result["parameters"]
+    final = tmp_path / "lora" / "final"
+    assert (final / "adapter_model.safetensors").is_file() and (final / "adapter_config.json").is_file()
+    assert not (final / "model.safetensors").exists()
+    assert len(losses(sink)) == 4
+    from safetensors.torch import load_file
+
+    lora_b = [t for k, t in load_file(str(final / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(float(t.abs().max()) > 0 for t in lora_b)  # B starts at zero
+    assert hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest() == digest
+
+
 def test_documents_are_separated_by_endoftext_and_never_masked(text_file):
     from tuiapp.engine.data import load_tokenizer
 

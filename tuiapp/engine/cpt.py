@@ -43,6 +43,8 @@ def train(config: CPTJobConfig, ctx: JobContext) -> dict[str, Any]:
 
     # -- tokenizer and blocks ------------------------------------------------------------------
     base = ctx.base_model_path or config.base_model
+    if base == "demo":  # without a runner to resolve it, 'demo' is the committed demo base model
+        base = str(paths.DEMO_BASE_MODEL)
     scratch = base == "scratch"
     tokenizer = load_cpt_tokenizer(config, None if scratch else base)
     blocks = pack_blocks(texts, tokenizer, config.max_length)
