@@ -151,6 +151,12 @@ class Runner:
                 return run
             terminal = self._ingest(run)
             if terminal is not None:
+                # Let the child exit (and free its memory) before the next job may start.
+                if proc is not None and not ended:
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        pass
                 self._procs.pop(run.id, None)
                 return self._finish(run, terminal)
             if not ended:
@@ -291,12 +297,14 @@ class Runner:
 
     def wait(self, run_id: int, interval: float = 0.5, timeout: float | None = None,
              on_update: Callable[[Any, dict[str, Any]], None] | None = None) -> Any:
-        """Poll (and keep the queue moving) until ``run_id`` is finished; returns its row."""
+        """Poll (and keep the queue moving while waiting) until ``run_id`` is finished; returns
+        its row. Jobs queued behind it are left for the next poller to start."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.poll()
-            self.start_next()
             run = self.store.get_run(run_id)
+            if not run.finished and self.start_next() is not None:
+                run = self.store.get_run(run_id)
             if on_update is not None:
                 on_update(run, self.progress(run_id))
             if run.finished:
