@@ -32,22 +32,6 @@ def _group(name: str, help_text: str, capability: str, subcommands: dict[str, st
     return group
 
 
-train_app = _group(
-    "train",
-    "Start training jobs (SFT, continued pre-training, DPO, reward, PPO, GRPO, RLOO).",
-    "the training engine",
-    {
-        "sft": "Supervised fine-tuning (full / LoRA / QLoRA) from a config file.",
-        "cpt": "Continued pre-training on raw text.",
-        "dpo": "Direct preference optimisation on a preference dataset.",
-        "kto": "KTO on unpaired good/bad examples.",
-        "reward": "Train a reward model on preference pairs.",
-        "ppo": "PPO against a reward model or a verifier.",
-        "grpo": "GRPO against a reward model or a verifier.",
-        "rloo": "RLOO against a reward model or a verifier.",
-    },
-)
-
 labels_app = _group(
     "labels",
     "Preference labelling tasks, export and statistics.",
