@@ -17,7 +17,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.theme import Theme
 
-from tuiapp.screens.areas import AREAS, AREA_KEYS
+from tuiapp.screens.areas import AREA_KEYS, AREAS
 from tuiapp.screens.compare import CompareScreen
 from tuiapp.screens.datasets import DatasetsScreen
 from tuiapp.screens.export import ExportScreen

@@ -39,33 +39,55 @@ async def _settle(pilot, predicate, timeout: float, what: str) -> None:
     await pilot.pause(0.1)
 
 
+AREA_KEYS = {
+    "datasets": "f2",
+    "train": "f3",
+    "runs": "f4",
+    "compare": "f5",
+    "label": "f6",
+    "export": "f7",
+}
+
+
+async def _prepare(pilot, screen, mode: str, tab: str | None) -> None:
+    """Wait until `screen` shows real content (for Datasets: the demo SFT file, `tab` open)."""
+    if mode == "datasets":
+        demo = (paths.DEMO_DIR / DEMO_FILE).resolve()
+        await _settle(
+            pilot,
+            lambda: demo in [p.resolve() for p in screen.file_paths],
+            10,
+            "the demo files in the file list",
+        )
+        screen.open_path(demo)
+        # the first stats load the tokenizer (transformers): allow for a slow machine
+        await _settle(
+            pilot,
+            lambda: screen.stats is not None and screen.examples is not None,
+            120,
+            "validation and stats",
+        )
+        screen.query_one("#ds-tabs").active = tab
+    elif mode == "runs":
+        await _settle(pilot, lambda: screen.loaded, 10, "the runs table")
+    else:
+        await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
+
+
 async def capture(out: Path, size: tuple[int, int], home: Path) -> list[Path]:
     from tuiapp.app import Settings, TuiApp
     from tuiapp.engine.facade import Engine
     from tuiapp.workspace import open_workspace
 
     ws = open_workspace(home)
-    app = TuiApp(store=ws.store, engine=Engine(),
-                 settings=Settings(home=ws.home, refresh_interval=0))
+    app = TuiApp(
+        store=ws.store, engine=Engine(), settings=Settings(home=ws.home, refresh_interval=0)
+    )
     written: list[Path] = []
     async with app.run_test(size=size) as pilot:
         for filename, mode, tab in SHOTS:
-            await pilot.press({"datasets": "f2", "train": "f3", "runs": "f4", "compare": "f5",
-                               "label": "f6", "export": "f7"}[mode])
-            screen = app.screen
-            if mode == "datasets":
-                demo = (paths.DEMO_DIR / DEMO_FILE).resolve()
-                await _settle(pilot, lambda: demo in [p.resolve() for p in screen.file_paths],
-                              10, "the demo files in the file list")
-                screen.open_path(demo)
-                # first stats load the tokenizer (transformers): allow for a slow machine
-                await _settle(pilot, lambda: screen.stats is not None
-                              and screen.examples is not None, 120, "validation and stats")
-                screen.query_one("#ds-tabs").active = tab
-            elif mode == "runs":
-                await _settle(pilot, lambda: screen.loaded, 10, "the runs table")
-            else:
-                await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
+            await pilot.press(AREA_KEYS[mode])
+            await _prepare(pilot, app.screen, mode, tab)
             await pilot.pause(0.2)
             written.append(Path(app.save_screenshot(filename, str(out))))
         await pilot.press("f1")
@@ -76,9 +98,14 @@ async def capture(out: Path, size: tuple[int, int], home: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuiapp.screenshots", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(paths.REPO_ROOT / "screenshots"),
-                        help="folder for the SVG files (default: the repo's screenshots/)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tuiapp.screenshots", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--out",
+        default=str(paths.REPO_ROOT / "screenshots"),
+        help="folder for the SVG files (default: the repo's screenshots/)",
+    )
     parser.add_argument("--size", default="120x36", help="terminal size WIDTHxHEIGHT")
     args = parser.parse_args(argv)
     try:

@@ -35,8 +35,7 @@ STATS = {
     "kind": "sft",
     "tokenizer": "demo",
     "max_length": 1024,
-    "tokens": {"min": 12, "mean": 42.5, "p50": 41, "p90": 90, "p99": 131, "max": 131,
-               "total": 540},
+    "tokens": {"min": 12, "mean": 42.5, "p50": 41, "p90": 90, "p99": 131, "max": 131, "total": 540},
     "histogram": {"edges": [12, 32, 52, 72, 92, 112, 132], "counts": [2, 4, 1, 2, 0, 1]},
     "truncated": {"count": 1, "share": 0.1},
     "duplicates": {"count": 3, "pairs": [[5, 2]]},
@@ -70,16 +69,28 @@ def data_files(tmp_path: Path) -> dict[str, Path]:
 def reports_for(files: dict[str, Path]) -> dict[str, FakeReport]:
     good, bad = files["good"], files["bad"]
     return {
-        good.name: FakeReport(str(good), "messages", "sft", 10,
-                              records=[{"messages": []}] * 10, line_numbers=list(range(1, 11))),
+        good.name: FakeReport(
+            str(good),
+            "messages",
+            "sft",
+            10,
+            records=[{"messages": []}] * 10,
+            line_numbers=list(range(1, 11)),
+        ),
         bad.name: FakeReport(
-            str(bad), "messages", "sft", 8,
+            str(bad),
+            "messages",
+            "sft",
+            8,
             problems=[
                 FakeProblem(str(bad), 3, "messages", "the conversation has no assistant turn"),
-                FakeProblem(str(bad), 7, "messages[0].role",
-                            'unknown role "robot"; use system, user or assistant [sic]'),
-                FakeProblem(str(bad), 8, "messages[1].content", "empty answer",
-                            severity="warning"),
+                FakeProblem(
+                    str(bad),
+                    7,
+                    "messages[0].role",
+                    'unknown role "robot"; use system, user or assistant [sic]',
+                ),
+                FakeProblem(str(bad), 8, "messages[1].content", "empty answer", severity="warning"),
             ],
             records=[{"messages": []}] * 5,
         ),

@@ -17,8 +17,9 @@ def loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
         f"import sys, json\n{statement}\n"
         f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -13,7 +13,7 @@ from tuiapp.screens.modals import NameScreen
 from tuiapp.widgets.file_preview import FilePreview
 from tuiapp.widgets.histogram import Histogram
 
-from .conftest import BAD_LINES, wait_until, text_of
+from .conftest import BAD_LINES, text_of, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +94,12 @@ async def test_stats_tab_shows_the_engines_numbers_and_a_histogram(make_app, dat
             assert shown in stats
         histogram = screen.query_one("#ds-histogram", Histogram)
         assert [(label, count) for label, count, _ in histogram.bins] == [
-            ("12–31", 2), ("32–51", 4), ("52–71", 1), ("72–91", 2), ("92–111", 0), ("112–131", 1)
+            ("12–31", 2),
+            ("32–51", 4),
+            ("52–71", 1),
+            ("72–91", 2),
+            ("92–111", 0),
+            ("112–131", 1),
         ]
         assert not any(hot for _, _, hot in histogram.bins)
         examples = text_of(screen.query_one("#ds-examples"))
@@ -155,9 +160,12 @@ async def test_import_through_the_modal_creates_a_version(make_app, store, data_
         assert ("import_dataset", ("good.jsonl", "my-chat", None)) in engine.calls
         assert f"version #{versions[0].id}" in text_of(screen.query_one("#ds-summary"))
         await wait_until(pilot, lambda: screen.imported.get(data_files["good"].resolve()))
-        await wait_until(pilot, lambda: str(
-            screen.query_one("#ds-files", OptionList).get_option_at_index(0).prompt
-        ).startswith("✓"))
+        await wait_until(
+            pilot,
+            lambda: str(
+                screen.query_one("#ds-files", OptionList).get_option_at_index(0).prompt
+            ).startswith("✓"),
+        )
 
 
 async def test_import_cancelled_in_the_modal_writes_nothing(make_app, store, data_files):
@@ -216,3 +224,30 @@ async def test_results_for_a_file_the_user_left_are_dropped(make_app, data_files
         assert screen.current_path == data_files["good"]
         assert screen.report.path == str(data_files["good"])
         assert screen.query_one("#ds-problems", DataTable).row_count == 0
+
+
+async def test_importing_an_imported_file_asks_for_confirmation_first(make_app, store, data_files):
+    from tuiapp.screens.modals import ConfirmScreen
+
+    first = store.add_dataset_version("good", str(data_files["good"]), "h", "messages", "sft", 10)
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.imported)
+        await pick(pilot, screen, data_files["good"])
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert f"version #{first.id}" in app.screen.question
+        await pilot.press("escape")  # no: nothing else happens
+        await wait_until(pilot, lambda: app.screen is screen)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, NameScreen))
+        app.screen.query_one("#name-input", Input).value = "good-again"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.last_version is not None)
+        assert [v.name for v in store.list_dataset_versions()] == ["good", "good-again"]
+        await wait_until(
+            pilot, lambda: screen.imported[data_files["good"].resolve()] == screen.last_version.id
+        )

@@ -17,8 +17,12 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def chat(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"question {i}?"},
-                         {"role": "assistant", "content": f"answer {i}."}]}
+    return {
+        "messages": [
+            {"role": "user", "content": f"question {i}?"},
+            {"role": "assistant", "content": f"answer {i}."},
+        ]
+    }
 
 
 def test_list_workspace_files_has_home_files_then_demo_files(tmp_path):
@@ -52,7 +56,11 @@ def test_import_refuses_errors_and_records_a_clean_file(tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", [chat(i) for i in range(5)])
     version = engine.import_dataset(store, good, "good")
     assert (version.name, version.rows, version.kind, version.format) == (
-        "good", 5, "sft", "messages")
+        "good",
+        5,
+        "sft",
+        "messages",
+    )
     assert version.stats["rows"] == 5
     again = engine.import_dataset(store, good, "good")
     assert again.id == version.id  # same bytes, same name: the same version

@@ -45,7 +45,12 @@ async def test_train_lists_dataset_versions_and_models(make_app, store):
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_area(pilot, app, "f3")
         assert rows(screen, "train-datasets")[0][:5] == [
-            str(version.id), "demo/sft", "sft", "messages", "12"]
+            str(version.id),
+            "demo/sft",
+            "sft",
+            "messages",
+            "12",
+        ]
         assert rows(screen, "train-models")[0][1:3] == ["tiny-base", "hf"]
         assert screen.facts == {"dataset versions": "1", "models": "1", "runs": "0"}
         # a version added while the screen is open appears on refresh
@@ -75,10 +80,17 @@ async def test_label_counts_live_labels_and_tasks(make_app, store):
 
 async def test_export_and_compare_show_store_rows(make_app, store):
     model = store.add_model("tiny-base", "hf", "/models/tiny")
-    store.add_export("/exports/tiny-q8.gguf", "gguf", quant="q8_0", size_bytes=3 * 1024 * 1024,
-                     sha256="f" * 64, model_id=model.id)
-    store.add_generation("tiny-base", "Where is Coldharbor?", "In the valley.", latency_s=0.5,
-                         tokens=4)
+    store.add_export(
+        "/exports/tiny-q8.gguf",
+        "gguf",
+        quant="q8_0",
+        size_bytes=3 * 1024 * 1024,
+        sha256="f" * 64,
+        model_id=model.id,
+    )
+    store.add_generation(
+        "tiny-base", "Where is Coldharbor?", "In the valley.", latency_s=0.5, tokens=4
+    )
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_area(pilot, app, "f7")
@@ -87,4 +99,9 @@ async def test_export_and_compare_show_store_rows(make_app, store):
         screen = await open_area(pilot, app, "f5")
         assert rows(screen, "compare-models")[0][1] == "tiny-base"
         assert rows(screen, "compare-generations")[0] == [
-            "tiny-base", "Where is Coldharbor?", "In the valley.", "4", "0.50"]
+            "tiny-base",
+            "Where is Coldharbor?",
+            "In the valley.",
+            "4",
+            "0.50",
+        ]

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.anyio
 
 
 def make_runs_app(store, engine, tmp_path):
-    return TuiApp(store=store, engine=engine,
-                  settings=Settings(home=tmp_path, refresh_interval=0, clock=lambda: FIXED_NOW))
+    return TuiApp(
+        store=store,
+        engine=engine,
+        settings=Settings(home=tmp_path, refresh_interval=0, clock=lambda: FIXED_NOW),
+    )
 
 
 def table_ids(screen) -> list[str]:
@@ -37,13 +40,24 @@ async def test_rows_come_from_the_store_newest_first(store, engine, tmp_path):
     app = make_runs_app(store, engine, tmp_path)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_runs(pilot, app)
-        assert table_ids(screen) == [str(world["queued"].id), str(world["dpo"].id),
-                                     str(world["sft"].id)]
+        assert table_ids(screen) == [
+            str(world["queued"].id),
+            str(world["dpo"].id),
+            str(world["sft"].id),
+        ]
         table = screen.query_one("#runs-table", DataTable)
         sft_row = [str(c) for c in table.get_row(str(world["sft"].id))]
-        assert sft_row == [str(world["sft"].id), "sft-lora", "sft", "completed", "tiny-base",
-                           f"demo/sft #{world['data'].id}", "2026-03-01 09:59", "3m 07s",
-                           "1.1250"]
+        assert sft_row == [
+            str(world["sft"].id),
+            "sft-lora",
+            "sft",
+            "completed",
+            "tiny-base",
+            f"demo/sft #{world['data'].id}",
+            "2026-03-01 09:59",
+            "3m 07s",
+            "1.1250",
+        ]
         assert text_of(screen.query_one("#runs-count")) == "3 of 3 runs"
         assert not screen.query_one("#runs-empty").display
 

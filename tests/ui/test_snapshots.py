@@ -23,8 +23,11 @@ async def settle(pilot, predicate, timeout: float = 10.0) -> None:
 def app_for(store, engine, tmp_path) -> TuiApp:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return TuiApp(store=store, engine=engine,
-                  settings=Settings(home=home, refresh_interval=0, clock=lambda: FIXED_NOW))
+    return TuiApp(
+        store=store,
+        engine=engine,
+        settings=Settings(home=home, refresh_interval=0, clock=lambda: FIXED_NOW),
+    )
 
 
 def test_datasets_validation_snapshot(snap_compare, store, engine, data_files, tmp_path):

@@ -62,7 +62,8 @@ class Engine:
         from tuiapp.engine import data
 
         return data.compute_stats(
-            report, tokenizer=tokenizer if tokenizer is not None else self.tokenizer(),
+            report,
+            tokenizer=tokenizer if tokenizer is not None else self.tokenizer(),
             max_length=max_length,
         )
 
@@ -124,7 +125,8 @@ class Engine:
                     found.append(entry)
         if paths.DEMO_DIR.is_dir():
             found.extend(
-                sorted(p for p in paths.DEMO_DIR.iterdir()
-                       if p.is_file() and p.suffix in DEMO_SUFFIXES)
+                sorted(
+                    p for p in paths.DEMO_DIR.iterdir() if p.is_file() and p.suffix in DEMO_SUFFIXES
+                )
             )
         return found

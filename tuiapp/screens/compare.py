@@ -27,12 +27,18 @@ class CompareScreen(OverviewScreen):
         ("tuneloop eval --models A,B --prompts FILE", "score a prompt set across models"),
     )
     SECTIONS = (
-        Section("compare-models", "Models that can be compared",
-                ("id", "name", "kind", "base", "path"),
-                "No models registered yet (`tuneloop demo build-base` builds the demo base)."),
-        Section("compare-generations", "Recorded generations (newest 50)",
-                ("model", "prompt", "output", "tokens", "latency s"),
-                "No generations recorded yet."),
+        Section(
+            "compare-models",
+            "Models that can be compared",
+            ("id", "name", "kind", "base", "path"),
+            "No models registered yet (`tuneloop demo build-base` builds the demo base).",
+        ),
+        Section(
+            "compare-generations",
+            "Recorded generations (newest 50)",
+            ("model", "prompt", "output", "tokens", "latency s"),
+            "No generations recorded yet.",
+        ),
     )
 
     def collect(self, store: Any):
@@ -44,8 +50,13 @@ class CompareScreen(OverviewScreen):
                     (m.id, m.name, m.kind, m.base_model_id or "", m.path) for m in models
                 ],
                 "compare-generations": [
-                    (g.model_ref, _short(g.prompt), _short(g.output), g.tokens or "",
-                     f"{g.latency_s:.2f}" if g.latency_s is not None else "")
+                    (
+                        g.model_ref,
+                        _short(g.prompt),
+                        _short(g.output),
+                        g.tokens or "",
+                        f"{g.latency_s:.2f}" if g.latency_s is not None else "",
+                    )
                     for g in generations
                 ],
             },

@@ -109,7 +109,10 @@ def histogram_bins(stats: dict, max_length: int | None) -> list[tuple[str, int, 
                 bins = _bins_from_lengths(list(stats[key]))
                 break
     return [
-        (f"{int(low)}" if low == high else f"{int(low)}–{int(high)}", int(count),
-         max_length is not None and high >= max_length)
+        (
+            f"{int(low)}" if low == high else f"{int(low)}–{int(high)}",
+            int(count),
+            max_length is not None and high >= max_length,
+        )
         for low, high, count in bins
     ]

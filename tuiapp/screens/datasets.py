@@ -42,12 +42,17 @@ from tuiapp.messages import (
 )
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.dataset_stats import histogram_bins, stats_table
-from tuiapp.screens.modals import NameScreen
+from tuiapp.screens.modals import ConfirmScreen, NameScreen
 from tuiapp.widgets.file_preview import FilePreview, read_window
 from tuiapp.widgets.histogram import Histogram
 
-KIND_CHOICES = [("auto-detect", "auto"), ("sft", "sft"), ("preference", "preference"),
-                ("kto", "kto"), ("text", "text")]
+KIND_CHOICES = [
+    ("auto-detect", "auto"),
+    ("sft", "sft"),
+    ("preference", "preference"),
+    ("kto", "kto"),
+    ("text", "text"),
+]
 DEFAULT_MAX_LENGTH = 1024
 
 
@@ -104,8 +109,9 @@ class DatasetsScreen(AreaScreen):
                             with VerticalScroll(id="ds-stats-box"):
                                 yield Static("No statistics yet.", id="ds-stats")
                             with VerticalScroll(id="ds-histogram-box"):
-                                yield Histogram("tokens per row, chat template applied",
-                                                id="ds-histogram")
+                                yield Histogram(
+                                    "tokens per row, chat template applied", id="ds-histogram"
+                                )
                     with TabPane("Examples", id="tab-examples"):
                         with VerticalScroll():
                             yield Static("No examples yet.", id="ds-examples")
@@ -129,8 +135,8 @@ class DatasetsScreen(AreaScreen):
         imported: dict[Path, int] = {}
         for version in versions:
             path = Path(version.path).expanduser().resolve()
-            # list_dataset_versions is newest first: keep the newest id per file
-            imported.setdefault(path, version.id)
+            # oldest first (store contract), so the newest version of a file wins
+            imported[path] = version.id
             if path not in {f.resolve() for f in files}:
                 files.append(path)
         self.post_message(FilesListed(files, imported))
@@ -148,7 +154,9 @@ class DatasetsScreen(AreaScreen):
     def _file_option(self, index: int, path: Path) -> Option:
         version_id = self.imported.get(path.resolve())
         label = Text()
-        label.append(f"✓#{version_id} " if version_id else "   ", style="bold" if version_id else "")
+        label.append(
+            f"✓#{version_id} " if version_id else "   ", style="bold" if version_id else ""
+        )
         label.append(self._short_name(path))
         return Option(label, id=f"file-{index}")
 
@@ -247,10 +255,14 @@ class DatasetsScreen(AreaScreen):
         report = self.report
         text = Text()
         text.append(f"{self._short_name(self.current_path)}\n", style="bold")
-        text.append(f"format {report.format or '?'} · kind {report.kind or '?'} · {report.rows} rows · ")
+        text.append(
+            f"format {report.format or '?'} · kind {report.kind or '?'} · {report.rows} rows · "
+        )
         errors, warnings = len(report.errors), len(report.warnings)
         text.append(f"{errors} error{'s' * (errors != 1)}", style="bold red" if errors else "green")
-        text.append(f" · {warnings} warning{'s' * (warnings != 1)}", style="yellow" if warnings else "")
+        text.append(
+            f" · {warnings} warning{'s' * (warnings != 1)}", style="yellow" if warnings else ""
+        )
         version_id = self.imported.get(self.current_path.resolve())
         if version_id:
             text.append(f"\n✓ imported as dataset version #{version_id}", style="green")
@@ -369,16 +381,31 @@ class DatasetsScreen(AreaScreen):
             if name:
                 self.import_version(path, name, kind)
 
-        self.app.push_screen(
-            NameScreen(
-                f"Import {path.name} as a dataset version",
-                self._default_name(path),
-                action="Import",
-                hint="Versions are immutable; importing the same bytes again returns the "
-                "existing version.",
-            ),
-            chosen,
-        )
+        def ask_name(go_on: bool = True) -> None:
+            if go_on:
+                self.app.push_screen(
+                    NameScreen(
+                        f"Import {path.name} as a dataset version",
+                        self._default_name(path),
+                        action="Import",
+                        hint="Versions are immutable; the same bytes under the same name "
+                        "return the existing version.",
+                    ),
+                    chosen,
+                )
+
+        existing = self.imported.get(path.resolve())
+        if existing is None:
+            ask_name()
+        else:
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"{path.name} is already dataset version #{existing}. Record it again "
+                    "under another name?",
+                    yes="Choose a name",
+                ),
+                ask_name,
+            )
 
     def _default_name(self, path: Path) -> str:
         demo_dir = path.resolve().parent
@@ -387,9 +414,7 @@ class DatasetsScreen(AreaScreen):
     @work(thread=True, exclusive=True, group="ds-import", exit_on_error=False)
     def import_version(self, path: Path, name: str, kind: str | None) -> None:
         try:
-            version = self.engine.import_dataset(
-                self.store, path, name, kind=kind
-            )
+            version = self.engine.import_dataset(self.store, path, name, kind=kind)
         except Exception as exc:
             self.post_message(WorkFailed("import", _readable(exc), path))
             return

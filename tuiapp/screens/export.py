@@ -39,9 +39,12 @@ class ExportScreen(OverviewScreen):
         ("tuneloop export RUN_ID --quant q4_k_m", "merge, convert to GGUF, quantise, check parity"),
     )
     SECTIONS = (
-        Section("export-rows", "Exports",
-                ("id", "run", "format", "quant", "size", "sha256", "parity", "status", "path"),
-                "No exports yet: exports appear here once a run has been exported."),
+        Section(
+            "export-rows",
+            "Exports",
+            ("id", "run", "format", "quant", "size", "sha256", "parity", "status", "path"),
+            "No exports yet: exports appear here once a run has been exported.",
+        ),
     )
 
     def collect(self, store: Any):
@@ -49,8 +52,17 @@ class ExportScreen(OverviewScreen):
         return (
             {
                 "export-rows": [
-                    (e.id, e.run_id or "", e.format, e.quant or "", human_size(e.size_bytes),
-                     (e.sha256 or "")[:12], _parity(e.parity), e.status, e.path)
+                    (
+                        e.id,
+                        e.run_id or "",
+                        e.format,
+                        e.quant or "",
+                        human_size(e.size_bytes),
+                        (e.sha256 or "")[:12],
+                        _parity(e.parity),
+                        e.status,
+                        e.path,
+                    )
                     for e in exports
                 ]
             },

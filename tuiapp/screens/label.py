@@ -26,8 +26,7 @@ class LabelScreen(OverviewScreen):
         ("tuneloop labels stats", "counts, agreement and win-rates"),
     )
     SECTIONS = (
-        Section("label-choices", "Live labels by choice", ("choice", "labels"),
-                "No labels yet."),
+        Section("label-choices", "Live labels by choice", ("choice", "labels"), "No labels yet."),
     )
 
     def collect(self, store: Any):

@@ -47,8 +47,9 @@ class OverviewScreen(AreaScreen):
             yield Static("", id="facts", classes="facts")
             for section in self.SECTIONS:
                 yield Static(section.title, classes="section-title")
-                yield DataTable(id=section.id, cursor_type="row", zebra_stripes=True,
-                                classes="overview-table")
+                yield DataTable(
+                    id=section.id, cursor_type="row", zebra_stripes=True, classes="overview-table"
+                )
                 yield Static(section.empty, id=f"{section.id}-empty", classes="empty")
 
     def _commands_text(self) -> Text:

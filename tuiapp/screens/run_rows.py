@@ -4,7 +4,7 @@ without a screen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 LOSS_NAMES = ("loss", "train_loss", "train/loss")
@@ -26,12 +26,30 @@ class RunRow:
     last_loss: str
 
     def cells(self) -> tuple[str, ...]:
-        return (str(self.id), self.name, self.kind, self.status, self.base_model, self.dataset,
-                self.created, self.duration, self.last_loss)
+        return (
+            str(self.id),
+            self.name,
+            self.kind,
+            self.status,
+            self.base_model,
+            self.dataset,
+            self.created,
+            self.duration,
+            self.last_loss,
+        )
 
 
-COLUMNS = ("id", "name", "kind", "status", "base model", "dataset", "created", "duration",
-           "last loss")
+COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "status",
+    "base model",
+    "dataset",
+    "created",
+    "duration",
+    "last loss",
+)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -44,7 +62,7 @@ def parse_time(value: Any) -> datetime | None:
             moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def short_time(value: Any) -> str:
@@ -53,11 +71,11 @@ def short_time(value: Any) -> str:
 
 
 def duration(started: Any, finished: Any, now: datetime | None = None) -> str:
-    """"1h 02m", "3m 07s", "12s"; a run still going counts up to `now`; never started: ""."""
+    """ "1h 02m", "3m 07s", "12s"; a run still going counts up to `now`; never started: ""."""
     start = parse_time(started)
     if start is None:
         return ""
-    end = parse_time(finished) or now or datetime.now(timezone.utc)
+    end = parse_time(finished) or now or datetime.now(UTC)
     seconds = max(0, int((end - start).total_seconds()))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
@@ -109,5 +127,8 @@ def build_rows(store: Any, now: datetime | None = None) -> list[RunRow]:
 
 
 def filter_rows(rows: list[RunRow], status: str | None, kind: str | None) -> list[RunRow]:
-    return [r for r in rows if (status is None or r.status == status)
-            and (kind is None or r.kind == kind)]
+    return [
+        r
+        for r in rows
+        if (status is None or r.status == status) and (kind is None or r.kind == kind)
+    ]

@@ -58,8 +58,10 @@ def _metric_table(summary: dict) -> Table | Text:
         s = summary[name]
         table.add_row(
             name,
-            *(f"{s.get(k):.4g}" if isinstance(s.get(k), float) else str(s.get(k, ""))
-              for k in ("last", "min", "max", "count", "last_step")),
+            *(
+                f"{s.get(k):.4g}" if isinstance(s.get(k), float) else str(s.get(k, ""))
+                for k in ("last", "min", "max", "count", "last_step")
+            ),
         )
     return table
 
@@ -89,11 +91,11 @@ class RunsScreen(AreaScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="runs-filters"):
             yield Label("Status", classes="field-label")
-            yield Select(self._options(KNOWN_STATUSES), value=ALL, allow_blank=False,
-                         id="runs-status")
+            yield Select(
+                self._options(KNOWN_STATUSES), value=ALL, allow_blank=False, id="runs-status"
+            )
             yield Label("Kind", classes="field-label")
-            yield Select(self._options(KNOWN_KINDS), value=ALL, allow_blank=False,
-                         id="runs-kind")
+            yield Select(self._options(KNOWN_KINDS), value=ALL, allow_blank=False, id="runs-kind")
             yield Static("", id="runs-count")
         yield Static(EMPTY_TEXT, id="runs-empty")
         with Horizontal(id="runs-body"):
@@ -245,8 +247,11 @@ class RunsScreen(AreaScreen):
         head.append(f"{run.kind} · {run.status}")
         if getattr(run, "seed", None) is not None:
             head.append(f" · seed {run.seed}")
-        for label, attr in (("created", "created_at"), ("started", "started_at"),
-                            ("finished", "finished_at")):
+        for label, attr in (
+            ("created", "created_at"),
+            ("started", "started_at"),
+            ("finished", "finished_at"),
+        ):
             if getattr(run, attr, None):
                 head.append(f"\n{label} {short_time(getattr(run, attr))}")
         if getattr(run, "output_dir", None):
@@ -276,4 +281,3 @@ class RunsScreen(AreaScreen):
 
     def on_work_failed(self, message: WorkFailed) -> None:
         self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)
-

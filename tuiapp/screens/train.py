@@ -23,13 +23,19 @@ class TrainScreen(OverviewScreen):
         ("tuneloop runs list", "runs recorded so far (also the Runs area, F4)"),
     )
     SECTIONS = (
-        Section("train-datasets", "Dataset versions",
-                ("id", "name", "kind", "format", "rows", "source", "created"),
-                "No dataset versions. Import one in the Datasets area (F2, then ^s)."),
-        Section("train-models", "Models",
-                ("id", "name", "kind", "path"),
-                "No models registered. `tuneloop demo build-base` builds the tiny demo base "
-                "model, which the workspace then registers."),
+        Section(
+            "train-datasets",
+            "Dataset versions",
+            ("id", "name", "kind", "format", "rows", "source", "created"),
+            "No dataset versions. Import one in the Datasets area (F2, then ^s).",
+        ),
+        Section(
+            "train-models",
+            "Models",
+            ("id", "name", "kind", "path"),
+            "No models registered. `tuneloop demo build-base` builds the tiny demo base "
+            "model, which the workspace then registers.",
+        ),
     )
 
     def collect(self, store: Any):
@@ -38,8 +44,15 @@ class TrainScreen(OverviewScreen):
         return (
             {
                 "train-datasets": [
-                    (v.id, v.name, v.kind, v.format, v.rows, v.source or "",
-                     short_time(getattr(v, "created_at", None)))
+                    (
+                        v.id,
+                        v.name,
+                        v.kind,
+                        v.format,
+                        v.rows,
+                        v.source or "",
+                        short_time(getattr(v, "created_at", None)),
+                    )
                     for v in versions
                 ],
                 "train-models": [(m.id, m.name, m.kind, m.path) for m in models],

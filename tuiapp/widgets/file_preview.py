@@ -20,9 +20,7 @@ def read_window(path: Path, line: int, context: int = 5) -> tuple[int, list[str]
     """Lines `line-context .. line+context` (1-based) of `path`: (first line number, lines)."""
     first = max(1, line - context)
     with Path(path).open("r", encoding="utf-8", errors="replace") as f:
-        lines = [
-            raw.rstrip("\n")[:MAX_COLUMNS] for raw in islice(f, first - 1, line + context)
-        ]
+        lines = [raw.rstrip("\n")[:MAX_COLUMNS] for raw in islice(f, first - 1, line + context)]
     return first, lines
 
 

@@ -58,7 +58,10 @@ class Histogram(Widget):
         top = max(count for _, count, _ in self.bins)
         for i, (label, count, hot) in enumerate(self.bins):
             text.append(label.rjust(label_w) + " │", style="dim")
-            text.append(bar(count, top, width).ljust(width), style=theme_color(self, "warning" if hot else "primary"))
+            text.append(
+                bar(count, top, width).ljust(width),
+                style=theme_color(self, "warning" if hot else "primary"),
+            )
             text.append(" " + str(count).rjust(count_w))
             if i < len(self.bins) - 1:
                 text.append("\n")

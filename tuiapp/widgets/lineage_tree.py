@@ -28,10 +28,14 @@ def describe(obj: Any) -> str | None:
         return f"dataset version #{ident} {_get(obj, 'name', '')} ({_get(obj, 'rows', '?')} rows)"
     if _get(obj, "config") is not None and _get(obj, "status") is not None:
         name = _get(obj, "name") or ""
-        return f"run #{ident} {_get(obj, 'kind', '')} {name} [{_get(obj, 'status')}]".replace("  ", " ")
+        return f"run #{ident} {_get(obj, 'kind', '')} {name} [{_get(obj, 'status')}]".replace(
+            "  ", " "
+        )
     if _get(obj, "format") is not None and _get(obj, "sha256", False) is not False:
         quant = _get(obj, "quant") or ""
-        return f"export #{ident} {_get(obj, 'format')} {quant} {_get(obj, 'path', '')}".replace("  ", " ")
+        return f"export #{ident} {_get(obj, 'format')} {quant} {_get(obj, 'path', '')}".replace(
+            "  ", " "
+        )
     if _get(obj, "path") is not None and _get(obj, "kind") is not None:
         return f"model #{ident} {_get(obj, 'name', '')} ({_get(obj, 'kind')}) {_get(obj, 'path')}"
     return None
