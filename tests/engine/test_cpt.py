@@ -223,18 +223,42 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
     assert json.loads(probe.output)["qa_heldout"]["n"] == 8
 
 
-def test_build_base_minutes_cap_keeps_the_last_checkpoint(tmp_path):
+def test_build_base_on_a_time_budget_follows_wall_clock_and_stops(tmp_path):
     from tuiapp.engine import demo_base
 
-    # A cap that runs out before the first step: the job stops at step 1 and that checkpoint
-    # becomes the model, recorded as cancelled with its real step count.
-    info = demo_base.build_base(tmp_path / "bm", quick=True, minutes=0.0005, work_dir=tmp_path / "w",
-                                probe_limit=4)
-    assert info["status"] == "cancelled" and info["steps"] == 1 and info["planned_steps"] == 6
-    assert (tmp_path / "w" / "STOP").exists()
+    sink = ListSink()
+    info = demo_base.build_base(tmp_path / "bm", quick=True, minutes=0.05, sink=sink,
+                                work_dir=tmp_path / "w", probe_limit=4)
+    assert info["status"] == "completed" and info["steps"] >= 1 and info["planned_steps"] is None
+    assert info["config"]["lr_scheduler"] == "constant" and info["schedule"].startswith("cosine over 0.05 min")
     assert (tmp_path / "bm" / "model.safetensors").is_file()
+    assert any("time budget spent" in e.get("message", "") for e in sink.of("log"))
+    lrs = [e["values"]["learning_rate"] for e in sink.of("metrics") if "learning_rate" in e["values"]]
+    from tuiapp.engine.config import load_config
+
+    peak = load_config(demo_base.QUICK_PRESET).learning_rate
+    assert lrs and max(lrs) <= peak + 1e-12 and lrs[-1] < peak  # decayed, not the constant peak
     events = [json.loads(line) for line in (tmp_path / "w" / "events.jsonl").read_text().splitlines()]
-    assert any(e["event"] == "checkpoint" and e["step"] == 1 for e in events)
+    assert any(e["event"] == "checkpoint" and e["step"] == info["steps"] for e in events)
+
+
+def test_wall_clock_schedule_warms_up_then_decays_to_zero():
+    from tuiapp.engine import demo_base
+
+    class FakeOpt:
+        param_groups = [{"lr": 0.0}]
+
+    now = [0.0]
+    cb = demo_base.wall_clock_schedule(JobContext(output_dir="/nonexistent"), 100.0, 1e-3, 0.1,
+                                       clock=lambda: now[0])
+    cb.on_train_begin(None, type("State", (), {"global_step": 0})(), None)
+    seen = []
+    for t in (5.0, 10.0, 55.0, 99.9):
+        now[0] = t
+        cb.on_step_begin(None, None, None, optimizer=FakeOpt)
+        seen.append(FakeOpt.param_groups[0]["lr"])
+    assert seen[0] == pytest.approx(5e-4) and seen[1] == pytest.approx(1e-3)
+    assert seen[2] == pytest.approx(5e-4) and seen[3] < 1e-6
 
 
 def test_probe_without_a_model_is_a_clear_error(tmp_path):

@@ -91,7 +91,9 @@ def build_base(
         None, "--out", help="Folder to write the model into (default: sample_data/demo/base-model)."
     ),
     minutes: float = typer.Option(
-        None, "--minutes", help="Stop training after this many minutes and keep the last checkpoint."
+        None, "--minutes",
+        help="Train for this many minutes of wall time, the learning rate following a cosine over "
+        "that time rather than over the preset's steps (how the committed model was built: 55).",
     ),
     work_dir: Path = typer.Option(
         None, "--work-dir", help="Where checkpoints and events.jsonl go (default: a new temp folder)."
@@ -105,7 +107,7 @@ def build_base(
     from tuiapp.engine.config import ConfigError
 
     preset = demo_base.QUICK_PRESET if quick else demo_base.BASE_PRESET
-    typer.echo(f"Pre-training with {preset.name}" + (f", at most {minutes:g} min" if minutes else ""))
+    typer.echo(f"Pre-training with {preset.name}" + (f", for {minutes:g} min" if minutes else ""))
     try:
         with _ProgressSink("pre-training") as sink:
             info = demo_base.build_base(

@@ -24,7 +24,8 @@ class CPTDataError(ValueError):
     """The text dataset cannot be trained on; the message says which file and what to do."""
 
 
-def train(config: CPTJobConfig, ctx: JobContext) -> dict[str, Any]:
+def train(config: CPTJobConfig, ctx: JobContext, *, callbacks: list | None = None) -> dict[str, Any]:
+    """Train; ``callbacks`` are extra TrainerCallbacks (e.g. build-base's wall-clock schedule)."""
     import torch
     import transformers
     from transformers import Trainer, TrainingArguments
@@ -114,7 +115,7 @@ def train(config: CPTJobConfig, ctx: JobContext) -> dict[str, Any]:
         train_dataset=BlockDataset(train_blocks),
         eval_dataset=BlockDataset(eval_blocks) if eval_blocks else None,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=[callback, *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the sink, not to stdout
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import platform
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,13 @@ from tuiapp import paths
 
 from . import demo_world
 from .events import JsonlSink, Sink, TeeSink
-from .jobs import JobContext, request_stop
+from .jobs import JobContext
 
 BASE_PRESET = paths.PRESETS_DIR / "demo-cpt-base.toml"
 QUICK_PRESET = paths.PRESETS_DIR / "demo-cpt-quick.toml"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 MAX_MODEL_BYTES = 12 * 1024 * 1024
+WARMUP_SHARE = 0.03  # of the wall-time budget
 
 # One fact sentence per attribute that ends right before the value (all are corpus templates).
 CLOZE = {
@@ -60,31 +60,32 @@ def build_base(
     probe_limit: int | None = None,
 ) -> dict[str, Any]:
     """Pre-train, save fp16 into ``out`` (default sample_data/demo/base-model), probe, and
-    write build-info.json. ``minutes`` caps training wall time: when it runs out the job is
-    stopped cooperatively and its last checkpoint becomes the model."""
+    write build-info.json. With ``minutes`` the learning rate follows a cosine over that much
+    training wall time (see :func:`wall_clock_schedule`) instead of over the preset's steps."""
     import tempfile
 
     from . import cpt
     from .config import load_config
 
     out = Path(out) if out is not None else paths.DEMO_BASE_MODEL
-    config = load_config(QUICK_PRESET if quick else BASE_PRESET, overrides or [])
+    preset = QUICK_PRESET if quick else BASE_PRESET
+    config = load_config(preset, overrides or [])
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tuneloop-build-base-"))
     # Events also go to work/events.jsonl so a long build can be followed (and read afterwards).
     log = JsonlSink(work / "events.jsonl")
     ctx = JobContext(output_dir=work, sink=TeeSink(log, sink) if sink else log)
 
-    timer = None
+    extra = []
     if minutes:
-        timer = threading.Timer(minutes * 60, request_stop, args=(work,))
-        timer.daemon = True
-        timer.start()
+        # The learning-rate schedule follows wall time, not steps: on a shared 2-core machine the
+        # step rate is unknown in advance, and a step-based cosine cut short by a time cap would
+        # end at a high learning rate. The steps reached are recorded in build-info.json.
+        peak_lr = config.learning_rate
+        config = load_config(preset, [*(overrides or []), "lr_scheduler=constant", "warmup_ratio=0",
+                                      f"max_steps={10**7}"])
+        extra.append(wall_clock_schedule(ctx, minutes * 60, peak_lr, WARMUP_SHARE))
     t0 = time.perf_counter()
-    try:
-        result = cpt.train(config, ctx)
-    finally:
-        if timer:
-            timer.cancel()
+    result = cpt.train(config, ctx, callbacks=extra)
     train_s = time.perf_counter() - t0
 
     source = result["final_dir"] or result["checkpoint"]
@@ -98,17 +99,18 @@ def build_base(
     ctx.emit("phase", phase="probe")
     probe_result = probe(out, limit=probe_limit)
     info = {
-        "preset": (QUICK_PRESET if quick else BASE_PRESET).name,
+        "preset": preset.name,
         "config": config.to_dict(),
         "status": result["status"],
         "steps": result["global_step"],
-        "planned_steps": result["max_steps"],
+        "planned_steps": None if minutes else result["max_steps"],
         "tokens_seen": result["num_tokens"],
         "final_train_loss": result["train_loss"],
         "final_eval_loss": result["eval_loss"],
         "parameters": result["parameters"],
         "train_wall_s": round(train_s, 1),
-        "minutes_cap": minutes,
+        "minutes_budget": minutes,
+        "schedule": f"cosine over {minutes:g} min of wall time" if minutes else "cosine over steps",
         "model_bytes": size,
         "model_sha256": _sha256(out / "model.safetensors"),
         "probe": probe_result,
@@ -120,6 +122,50 @@ def build_base(
     ctx.emit("log", level="info", message=f"demo base model written to {out}")
     log.close()
     return info
+
+
+def wall_clock_schedule(ctx: JobContext, budget_s: float, peak_lr: float, warmup_share: float,
+                        clock=time.perf_counter):
+    """A TrainerCallback: linear warm-up then cosine decay to 0 over ``budget_s`` seconds of
+    training, then a final checkpoint and stop. Expects the Trainer's scheduler to be constant
+    (it sets the optimiser's and the scheduler's base learning rate before every step)."""
+    import math
+
+    from transformers import TrainerCallback
+
+    def lr_at(frac: float) -> float:
+        if frac < warmup_share:
+            return peak_lr * max(frac / warmup_share, 0.01)
+        t = (frac - warmup_share) / (1 - warmup_share)
+        return peak_lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    class WallClockSchedule(TrainerCallback):
+        t0 = 0.0
+        first_step = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0, self.first_step = clock(), state.global_step
+
+        def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+            lr = lr_at((clock() - self.t0) / budget_s)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
+                lr_scheduler.base_lrs = [lr] * len(lr_scheduler.base_lrs)  # so logs show it
+
+        def on_step_end(self, args, state, control, **kwargs):
+            elapsed = clock() - self.t0
+            done = state.global_step - self.first_step
+            left = max(budget_s - elapsed, 0.0)
+            projected = state.global_step + int(done / elapsed * left) if elapsed > 0 else state.global_step
+            ctx.emit("progress", step=state.global_step, total_steps=projected, eta_s=left)
+            if elapsed >= budget_s:
+                ctx.emit("log", level="info", message=f"time budget spent at step {state.global_step}")
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return WallClockSchedule()
 
 
 def export_fp16(model_dir: str | Path, out: str | Path) -> int:
