@@ -72,6 +72,10 @@ async def test_help_lists_every_described_binding_of_every_area(make_app):
         assert {"datasets.import", "runs.refresh", "runs.status_filter", "area.export"} <= ids
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("question_mark")  # ? works too when no field has focus
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")  # F1 toggles it closed
+        assert not isinstance(app.screen, HelpScreen)
 
 
 async def test_every_binding_has_an_id_and_a_description(make_app):

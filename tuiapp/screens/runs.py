@@ -12,7 +12,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Label, Select, Static
 
 from tuiapp.messages import RunDetailReady, RunsLoaded, WorkFailed
@@ -98,18 +98,22 @@ class RunsScreen(AreaScreen):
             yield Select(self._options(KNOWN_KINDS), value=ALL, allow_blank=False, id="runs-kind")
             yield Static("", id="runs-count")
         yield Static(EMPTY_TEXT, id="runs-empty")
-        with Horizontal(id="runs-body"):
+        # The table takes the full width (nine columns); the run under the cursor is shown
+        # below it: what it is and how it was configured, then what it logged and came from.
+        with Vertical(id="runs-body"):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-            with VerticalScroll(id="runs-detail"):
-                yield Static("", id="run-head")
-                yield Static("", id="run-error")
-                yield Static("config", classes="section-title")
-                yield Static("", id="run-config")
-                yield Static("metrics", classes="section-title")
-                yield Static("", id="run-metrics")
-                yield Static("environment", classes="section-title")
-                yield Static("", id="run-env")
-                yield LineageTree(id="run-lineage")
+            with Horizontal(id="runs-detail"):
+                with VerticalScroll(id="runs-detail-left"):
+                    yield Static("", id="run-head")
+                    yield Static("", id="run-error")
+                    yield Static("config", classes="section-title")
+                    yield Static("", id="run-config")
+                    yield Static("environment", classes="section-title")
+                    yield Static("", id="run-env")
+                with VerticalScroll(id="runs-detail-right"):
+                    yield Static("metrics", classes="section-title first")
+                    yield Static("", id="run-metrics")
+                    yield LineageTree(id="run-lineage")
 
     @staticmethod
     def _options(values) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -54,6 +55,7 @@ class LineageTree(Tree):
     LineageTree { height: auto; max-height: 20; background: $surface; }
     """
 
+    # Labels are rich Text, never markup: store values like "[failed]" must show as typed.
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("lineage", id=id)
         self.show_root = True
@@ -76,25 +78,29 @@ class LineageTree(Tree):
                     continue
                 label = describe(child)
                 if label is not None:
-                    branch = node.add(f"{key}: {label}")
+                    branch = node.add(Text(f"{key}: {label}"))
                     # a row's own fields are in the detail pane; only follow nested lineage
                     nested = _get(child, "lineage")
                     if nested:
                         self._add(branch, nested, depth + 1)
                     else:
                         branch.allow_expand = False
+                elif isinstance(child, list | tuple) and all(
+                    isinstance(x, int | float | str) for x in child
+                ):
+                    node.add_leaf(Text(f"{key}: {', '.join(map(str, child))}"))
                 elif isinstance(child, dict | list | tuple) and depth < 6:
-                    self._add(node.add(str(key)), child, depth + 1)
+                    self._add(node.add(Text(str(key))), child, depth + 1)
                 else:
-                    node.add_leaf(f"{key}: {child}")
+                    node.add_leaf(Text(f"{key}: {child}"))
         elif isinstance(value, list | tuple):
             for item in value:
                 label = describe(item)
                 if label is not None:
-                    node.add_leaf(label)
+                    node.add_leaf(Text(label))
                 elif depth < 6 and (_as_mapping(item) is not None or isinstance(item, list)):
                     self._add(node.add("·"), item, depth + 1)
                 else:
-                    node.add_leaf(str(item))
+                    node.add_leaf(Text(str(item)))
         else:
-            node.add_leaf(str(value))
+            node.add_leaf(Text(str(value)))
