@@ -197,3 +197,33 @@ def test_truncated_and_corrupted_files_give_readable_errors(llama_f16, tmp_path)
         inspect_gguf(tmp_path / "cut-in-data.gguf")
     with pytest.raises(GGUFFileError, match="no such file"):
         inspect_gguf(tmp_path / "missing.gguf")
+
+
+def test_bf16_checkpoint_exports_and_bf16_rounding_matches_torch(tmp_path):
+    import numpy as np
+
+    from tuiapp.engine.gguf import _convert
+
+    folder = make_model("llama", tmp_path / "bf16-src", seed=2)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).save_pretrained(str(folder))
+    for dtype in ("f16", "bf16"):
+        write_gguf(folder, tmp_path / f"{dtype}.gguf", dtype)
+        report = check(folder, tmp_path / f"{dtype}.gguf", max_new_tokens=4)
+        assert report["ok"], (dtype, report["reasons"])
+    # bf16 from a bf16 checkpoint is a bit-exact copy of the stored weights
+    from gguf import GGUFReader
+    from safetensors import safe_open
+
+    stored = {t.name: t for t in GGUFReader(str(tmp_path / "bf16.gguf")).tensors}
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        want = f.get_tensor("model.layers.0.mlp.down_proj.weight").view(torch.int16).numpy()
+    got = np.asarray(stored["blk.0.ffn_down.weight"].data).view(np.int16).reshape(want.shape)
+    assert np.array_equal(got, want)
+
+    values = torch.randn(4096) * 10
+    values[:4] = torch.tensor([1.0, -0.0, 3.0e38, 1.00390625])  # incl. a tie that rounds to even
+    ours = _convert(values.numpy(), "F32", "bf16")
+    theirs = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(ours, theirs)

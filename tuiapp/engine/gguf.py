@@ -1,8 +1,8 @@
 """Write a Hugging Face causal-LM folder (safetensors) as a GGUF file llama.cpp loads.
 
 Our own writer on the ``gguf`` package. Tensors are described first from the safetensors
-headers alone, then read, converted and written one at a time, so peak memory stays near one
-tensor on top of the interpreter (the file itself is never held in memory).
+headers alone, then read (plain reads, no mmap), converted and written one at a time, so peak
+memory stays near the largest tensor on top of the interpreter; torch is not needed.
 
 Llama and Mistral checkpoints store q/k projections for rotate-half RoPE; llama.cpp's "llama"
 architecture applies RoPE to interleaved pairs, so those two matrices are permuted row-wise.
@@ -56,17 +56,69 @@ def safetensors_files(model_dir: Path) -> list[Path]:
                           "re-save the model with save_pretrained(safe_serialization=True).")
 
 
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+def read_safetensors_header(file: Path) -> tuple[dict, int]:
+    """The JSON header of a .safetensors file and the offset its tensor data starts at."""
+    with file.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise GGUFExportError(f"{file}: too short to be a safetensors file.")
+        n = int.from_bytes(raw, "little")
+        header = f.read(n)
+    if n > 100_000_000 or len(header) < n:
+        raise GGUFExportError(f"{file}: damaged safetensors header.")
+    meta = json.loads(header)
+    meta.pop("__metadata__", None)
+    return meta, 8 + n
+
+
 def tensor_shapes(model_dir: str | Path) -> dict[str, tuple[list[int], str]]:
     """name -> (shape, safetensors dtype) from the headers only; no tensor data is read."""
-    from safetensors import safe_open
-
     out: dict[str, tuple[list[int], str]] = {}
     for file in safetensors_files(Path(model_dir)):
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
-                s = f.get_slice(name)
-                out[name] = (list(s.get_shape()), s.get_dtype())
+        meta, _ = read_safetensors_header(file)
+        out.update({name: (list(v["shape"]), v["dtype"]) for name, v in meta.items()})
     return out
+
+
+def _tensor_index(model_dir: Path) -> dict[str, tuple[Path, int, int, str, list[int]]]:
+    """name -> (file, absolute byte offset, byte length, dtype, shape)."""
+    index = {}
+    for file in safetensors_files(model_dir):
+        meta, base = read_safetensors_header(file)
+        for name, v in meta.items():
+            start, stop = v["data_offsets"]
+            index[name] = (file, base + start, stop - start, v["dtype"], list(v["shape"]))
+    return index
+
+
+def _read_tensor(handle, offset: int, length: int, dtype: str, shape: list[int]) -> np.ndarray:
+    """Read one tensor with plain file reads (no mmap: its pages would count as resident)."""
+    if dtype not in _ST_DTYPES:
+        raise GGUFExportError(f"tensor dtype {dtype} is not supported (F32, F16, BF16 are).")
+    arr = np.empty(length // np.dtype(_ST_DTYPES[dtype]).itemsize, dtype=_ST_DTYPES[dtype])
+    handle.seek(offset)
+    if handle.readinto(memoryview(arr).cast("B")) != length:
+        raise GGUFExportError(f"{handle.name}: truncated tensor data; the model file is damaged.")
+    return arr.reshape(shape)
+
+
+def _convert(arr: np.ndarray, src: str, kind: str) -> np.ndarray:
+    """The array the GGUF stores: f32, f16, or bf16 as raw 16-bit patterns."""
+    if src == "BF16":
+        if kind == "bf16":
+            return arr
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    if kind == "f32":
+        return arr.astype(np.float32, copy=False)
+    if kind == "f16":
+        return arr.astype(np.float16, copy=False)
+    # f32/f16 -> bf16, rounding to nearest even like torch does
+    bits = arr.astype(np.float32, copy=False).view(np.uint32)
+    rounded = bits + (0x7FFF + ((bits >> 16) & 1))
+    return (rounded >> 16).astype(np.uint16)
 
 
 def _rope_theta(cfg: dict) -> float:
@@ -145,17 +197,6 @@ def _plan(names: dict[str, tuple[list[int], str]], hp: dict, dtype: str):
     return plan, skipped
 
 
-def _convert(t, kind: str):
-    """A torch tensor as the numpy array the file stores (bf16 travels as raw int16 bits)."""
-    import torch
-
-    if kind == "f32":
-        return t.to(torch.float32).numpy()
-    if kind == "f16":
-        return t.to(torch.float16).numpy()
-    return t.to(torch.bfloat16).view(torch.int16).numpy()
-
-
 def _file_type(dtype: str) -> int:
     return {"f32": 0, "f16": 1, "bf16": 32}[dtype]
 
@@ -169,8 +210,6 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, dtype: str = "f16",
     export, before the output file is created.
     """
     import gguf
-    import torch
-    from safetensors import safe_open
 
     if dtype not in DTYPES:
         raise GGUFExportError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
@@ -204,26 +243,24 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, dtype: str = "f16",
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
 
-        handles = {}
-        locate = _locator(model_dir)
+        index = _tensor_index(model_dir)
+        handles: dict[Path, Any] = {}
         try:
             for done, (hf_name, out, _, kind) in enumerate(plan, 1):
-                file = locate(hf_name)
+                file, offset, length, src, shape = index[hf_name]
                 if file not in handles:
-                    handles[file] = safe_open(str(file), framework="pt")
-                t = handles[file].get_tensor(hf_name)
-                if hp["permute_qk"] and hf_name.endswith("q_proj.weight"):
-                    t = torch.from_numpy(permute_for_interleaved_rope(t.numpy() if t.dtype != torch.bfloat16
-                                                                     else t.float().numpy(), hp["head_count"]))
-                elif hp["permute_qk"] and hf_name.endswith("k_proj.weight"):
-                    t = torch.from_numpy(permute_for_interleaved_rope(t.numpy() if t.dtype != torch.bfloat16
-                                                                     else t.float().numpy(), hp["head_count_kv"]))
-                writer.write_tensor_data(np.ascontiguousarray(_convert(t, kind)))
-                del t
+                    handles[file] = open(file, "rb", buffering=0)  # noqa: SIM115 - closed below
+                arr = _read_tensor(handles[file], offset, length, src, shape)
+                if hp["permute_qk"] and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+                    heads = hp["head_count"] if "q_proj" in hf_name else hp["head_count_kv"]
+                    arr = permute_for_interleaved_rope(arr, heads)
+                writer.write_tensor_data(np.ascontiguousarray(_convert(arr, src, kind)))
+                del arr
                 if progress is not None:
                     progress(done, len(plan), out)
         finally:
-            handles.clear()
+            for h in handles.values():
+                h.close()
         writer.close()
         tmp_path.replace(out_path)
     except BaseException:
@@ -237,23 +274,6 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, dtype: str = "f16",
         "tokenizer": vocab.model, "pre_tokenizer": vocab.pre, "tied_embeddings": hp["tied"],
         "chat_template": bool(vocab.chat_template),
     }
-
-
-def _locator(model_dir: Path) -> Callable[[str], Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return lambda name: model_dir / weight_map[name]
-    files = safetensors_files(model_dir)
-    if len(files) == 1:
-        return lambda name: files[0]
-    from safetensors import safe_open
-
-    where = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            where.update({k: file for k in f.keys()})
-    return lambda name: where[name]
 
 
 def _write_metadata(writer, hp: dict, dtype: str, model_dir: Path) -> None:
