@@ -227,3 +227,41 @@ def test_bf16_checkpoint_exports_and_bf16_rounding_matches_torch(tmp_path):
     ours = _convert(values.numpy(), "F32", "bf16")
     theirs = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["llama-bpe", "qwen2"])
+def test_llama3_and_qwen2_split_regexes_tokenize_like_llama_cpp(name, llama_dir, tmp_path):
+    """The demo vocab under the Llama-3 / Qwen2 split regex: llama.cpp's pre-tokenizer of that
+    name must cut text exactly where the HF regex does (digit runs, contractions, newlines)."""
+    from tuiapp.engine.gguf_vocab import _KNOWN_SPLITS
+
+    regex = next(r for r, n in _KNOWN_SPLITS.items() if n == name)
+    folder = tmp_path / name
+    shutil.copytree(llama_dir, folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    # The two regexes differ only on digit runs (Llama-3 keeps up to 3 together), which shows
+    # only if the vocab can merge digits: the last two merges become "1 2" -> "12", "12 3" -> "123".
+    model = data["model"]
+    by_id = {i: t for t, i in model["vocab"].items()}
+    last = sorted(by_id)[-2:]
+    for i, new in zip(last, ("12", "123")):
+        del model["vocab"][by_id[i]]
+        model["vocab"][new] = i
+    model["merges"] = model["merges"][:-2] + [["1", "2"], ["12", "3"]]
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    info = write_gguf(folder, tmp_path / "m.gguf", "f16")
+    assert info["pre_tokenizer"] == name
+    from transformers import AutoTokenizer
+
+    from tuiapp.engine.parity import DEFAULT_TEXTS, check_tokenization
+
+    texts = list(DEFAULT_TEXTS) + ["1234567 12 1", "I'M HERE, YOU'LL SEE\r\n\r\n  x", "a\n\n\nb  \n c"]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    digits = tokenizer("1234567", add_special_tokens=False)["input_ids"]
+    assert len(digits) == (5 if name == "llama-bpe" else 7)  # "123" merged only under Llama-3
+    with open_llama(tmp_path / "m.gguf", vocab_only=True) as llm:
+        report = check_tokenization(tokenizer, llm, texts)
+    assert report["identical"], report["mismatches"]
