@@ -159,6 +159,17 @@ def test_unknown_pre_tokenizer_is_refused_before_writing(llama_dir, tmp_path):
     assert not (tmp_path / "odd.gguf").exists() and not (tmp_path / "odd.gguf.partial").exists()
 
 
+def test_sentencepiece_style_tokenizer_is_refused_in_words(llama_dir, tmp_path):
+    folder = tmp_path / "spm"
+    shutil.copytree(llama_dir, folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["model"]["byte_fallback"] = True
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(GGUFExportError, match="SentencePiece-style"):
+        write_gguf(folder, tmp_path / "spm.gguf")
+    assert not (tmp_path / "spm.gguf").exists()
+
+
 def test_unsupported_folders_get_clear_errors(llama_dir, tmp_path):
     with pytest.raises(GGUFExportError, match="no config.json"):
         write_gguf(tmp_path, tmp_path / "x.gguf")

@@ -3,8 +3,7 @@
 Byte-level BPE (GPT-2, Llama-3, Qwen2 style) becomes ``tokenizer.ggml.model = "gpt2"`` with the
 token strings, token types, merges and a pre-tokenizer name that llama.cpp knows. llama.cpp has no
 regex of its own for an unknown name, so a pre-tokenizer we cannot name is refused rather than
-silently tokenised differently. SentencePiece-style BPE (byte fallback, Llama-2 / Mistral) becomes
-``tokenizer.ggml.model = "llama"`` with scores.
+silently tokenised differently. SentencePiece-style BPE (byte fallback) is refused for now.
 """
 
 from __future__ import annotations
@@ -126,7 +125,12 @@ def load_vocab(folder: str | Path, vocab_size: int, config_json: dict | None = N
         raise VocabError(f"{tokenizer_file}: the tokenizer has ids up to {max(by_id)} but the model "
                          f"has only {vocab_size} embedding rows; resize the embeddings first.")
 
-    byte_fallback = bool(model.get("byte_fallback"))
+    if model.get("byte_fallback"):
+        # llama.cpp's SentencePiece tokenizer merges by score, not by merge rank; until that
+        # mapping is verified against llama.cpp, refuse rather than tokenise differently.
+        raise VocabError(f"{tokenizer_file}: SentencePiece-style (byte-fallback BPE) tokenizers "
+                         "such as Llama-2's or Mistral-7B-v0.1's are not supported by this "
+                         "exporter yet; byte-level BPE (GPT-2, Llama-3, Qwen2) is.")
     tokens, types = [], []
     for i in range(n):
         text = by_id.get(i)
@@ -136,9 +140,6 @@ def load_vocab(folder: str | Path, vocab_size: int, config_json: dict | None = N
         elif i in added:
             tokens.append(text)
             types.append(CONTROL if added[i].get("special") else USER_DEFINED)
-        elif byte_fallback and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text):
-            tokens.append(text)
-            types.append(BYTE)
         else:
             tokens.append(text)
             types.append(NORMAL)
@@ -160,16 +161,6 @@ def load_vocab(folder: str | Path, vocab_size: int, config_json: dict | None = N
     if template:
         template = _GENERATION_TAGS.sub("", template)
 
-    if byte_fallback:
-        # SentencePiece-converted BPE: llama.cpp's "llama" tokenizer merges by score, and a
-        # lower merge rank must win, so the score falls with the id (added tokens never merge).
-        scores = [0.0 if types[i] in (CONTROL, USER_DEFINED, UNUSED) else -float(i) for i in range(n)]
-        unk = _token_text(model.get("unk_token"))
-        if unk in ids:
-            special.setdefault("unk", ids[unk])
-            types[ids[unk]] = UNKNOWN
-        return Vocab("llama", None, tokens, types, merges=[], scores=scores, special=special,
-                     add_bos=add_bos, add_eos=add_eos, chat_template=template)
     pre = _pre_tokenizer_name(data.get("pre_tokenizer"), tokenizer_file)
     return Vocab("gpt2", pre, tokens, types, merges=merges, special=special,
                  add_bos=add_bos, add_eos=add_eos, chat_template=template)
