@@ -57,7 +57,7 @@ def make_adapter(base_dir: Path, out: Path, token_rows=(1, 2)):
                         trainable_token_indices=list(token_rows))
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
-        for name, p in peft_model.named_parameters():
+        for _, p in peft_model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.3)
     peft_model.save_pretrained(str(out))

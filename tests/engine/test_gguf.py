@@ -24,8 +24,15 @@ TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "toke
 def make_model(arch: str, folder: Path, tied: bool = True, seed: int = 0) -> Path:
     """A 2-layer, hidden-64 model with the demo tokenizer. A wide init (0.2) makes attention
     sharp, so a wrong q/k layout shows in the logits instead of hiding in uniform attention."""
-    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                              MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -255,7 +262,7 @@ def test_llama3_and_qwen2_split_regexes_tokenize_like_llama_cpp(name, llama_dir,
     model = data["model"]
     by_id = {i: t for t, i in model["vocab"].items()}
     last = sorted(by_id)[-2:]
-    for i, new in zip(last, ("12", "123")):
+    for i, new in zip(last, ("12", "123"), strict=True):
         del model["vocab"][by_id[i]]
         model["vocab"][new] = i
     model["merges"] = model["merges"][:-2] + [["1", "2"], ["12", "3"]]

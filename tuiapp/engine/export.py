@@ -9,7 +9,6 @@ Q4_K -> Q5_0, ...). The fallbacks are reported, and ``predict_size`` models the 
 from __future__ import annotations
 
 import ctypes
-import json
 import shutil
 from pathlib import Path
 

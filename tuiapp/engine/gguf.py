@@ -12,8 +12,9 @@ Qwen2 runs with NeoX-style RoPE in llama.cpp and is written as is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

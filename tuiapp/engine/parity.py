@@ -72,7 +72,7 @@ def _greedy_llama(llm, ids: list[int], n: int) -> list[int]:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     same = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         same += 1
@@ -130,7 +130,7 @@ def check(hf_dir: str | Path, gguf_path: str | Path, prompts=None, texts=None, *
 
         diffs, agree, positions, scale = 0.0, 0, 0, 0.0
         greedy = []
-        for prompt, ids in zip(prompts, prompt_ids):
+        for prompt, ids in zip(prompts, prompt_ids, strict=True):
             if not ids:
                 continue
             with torch.no_grad():
