@@ -207,7 +207,7 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
 
     out = tmp_path / "base-model"
     result = CliRunner().invoke(app, ["demo", "build-base", "--quick", "--out", str(out),
-                                      "--work-dir", str(tmp_path / "work")])
+                                      "--work-dir", str(tmp_path / "work"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "memorisation" in result.output and "held-out" in result.output
     _assert_fp16_model_that_generates(out)
@@ -217,6 +217,7 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
     for key in ("cloze", "qa_sft", "qa_heldout", "chat"):
         assert 0.0 <= info["probe"][key]["exact"] <= 1.0 and info["probe"][key]["n"] > 0
     assert info["versions"]["torch"] and info["final_train_loss"] > 0
+    assert info["machine"]["torch_threads"] == 1
 
     probe = CliRunner().invoke(app, ["demo", "probe", "--model", str(out), "--limit", "8", "--json"])
     assert probe.exit_code == 0, probe.output

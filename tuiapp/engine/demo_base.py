@@ -58,6 +58,7 @@ def build_base(
     work_dir: str | Path | None = None,
     overrides: list[str] | None = None,
     probe_limit: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Pre-train, save fp16 into ``out`` (default sample_data/demo/base-model), probe, and
     write build-info.json. With ``minutes`` the learning rate follows a cosine over that much
@@ -66,6 +67,11 @@ def build_base(
 
     from . import cpt
     from .config import load_config
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     out = Path(out) if out is not None else paths.DEMO_BASE_MODEL
     preset = QUICK_PRESET if quick else BASE_PRESET
