@@ -251,3 +251,30 @@ async def test_importing_an_imported_file_asks_for_confirmation_first(make_app, 
         await wait_until(
             pilot, lambda: screen.imported[data_files["good"].resolve()] == screen.last_version.id
         )
+
+
+async def test_problems_without_a_text_line_explain_instead_of_previewing(
+    make_app, data_files, engine, tmp_path
+):
+    from .fakes import FakeProblem, FakeReport
+
+    columnar = tmp_path / "data" / "rows.parquet"
+    columnar.write_bytes(b"PAR1 not really")
+    engine.files.append(columnar)
+    engine.reports[columnar.name] = FakeReport(
+        str(columnar),
+        "messages",
+        "sft",
+        4,
+        problems=[FakeProblem(str(columnar), 2, "messages", "empty list")],
+    )
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        await pick(pilot, screen, columnar)
+        preview = screen.query_one("#ds-preview", FilePreview)
+        await pilot.pause()
+        # the table's cursor sits on the row-2 problem: it is explained, the bytes are not shown
+        assert preview.line is None
+        assert "Row 2 of rows.parquet: a columnar file has no text line" in text_of(preview)
+        assert "PAR1" not in text_of(preview)

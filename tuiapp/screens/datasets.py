@@ -56,6 +56,11 @@ KIND_CHOICES = [
 DEFAULT_MAX_LENGTH = 1024
 
 
+def _has_lines(path: Path) -> bool:
+    """Whether a preview can show lines of `path` (not a folder, not a binary columnar file)."""
+    return Path(path).is_file() and Path(path).suffix.lower() not in (".parquet", ".pq")
+
+
 def _readable(exc: BaseException) -> str:
     """One sentence for a person; the exception type only when the message is empty."""
     message = str(exc).strip()
@@ -239,8 +244,13 @@ class DatasetsScreen(AreaScreen):
                 Text(problem.message),
                 key=str(index),
             )
-        first_line = next((p.line for p in report.problems if p.line), 1)
-        self.preview(message.path, first_line)
+        if _has_lines(message.path):
+            first_line = next((p.line for p in report.problems if p.line), 1)
+            self.preview(message.path, first_line)
+        else:
+            self.query_one("#ds-preview", FilePreview).note(
+                f"{message.path.name} is not a text file; problems name rows instead of lines."
+            )
         if report.rows:
             self.compute_stats(message.path, report, self.max_length)
             self.render_examples(message.path, report)
@@ -279,13 +289,17 @@ class DatasetsScreen(AreaScreen):
         if self.report is None or event.row_key.value is None:
             return
         problem = self.report.problems[int(event.row_key.value)]
-        if problem.line:
-            self.preview(Path(problem.path or self.current_path), problem.line)
+        path = Path(problem.path or self.current_path)
+        preview = self.query_one("#ds-preview", FilePreview)
+        if not problem.line:
+            preview.note("This problem is about the whole file, not one line.")
+        elif getattr(problem, "unit", "line") != "line" or not _has_lines(path):
+            preview.note(f"Row {problem.line} of {path.name}: a columnar file has no text line.")
+        else:
+            self.preview(path, problem.line)
 
     @work(thread=True, exclusive=True, group="ds-preview", exit_on_error=False)
     def preview(self, path: Path, line: int) -> None:
-        if Path(path).is_dir():
-            return
         try:
             first, lines = read_window(path, line)
         except OSError as exc:

@@ -146,6 +146,8 @@ class RunsScreen(AreaScreen):
         self.post_message(RunsLoaded(rows))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
+        if self.loaded and message.rows == self.all_rows:
+            return  # nothing changed: keep the cursor, scroll and expanded tree as they are
         self.all_rows = message.rows
         self.loaded = True
         self._extend_options("#runs-status", KNOWN_STATUSES, {r.status for r in self.all_rows})

@@ -57,6 +57,11 @@ class FilePreview(Static):
                 text.append("\n")
         self.update(text)
 
+    def note(self, text: str) -> None:
+        """Show a sentence instead of lines (e.g. a problem with no line to point at)."""
+        self.line, self.lines = None, []
+        self.update(Text(text, style="dim"))
+
     @property
     def highlighted_text(self) -> str | None:
         """The content of the highlighted line (tests and screen readers use it)."""
