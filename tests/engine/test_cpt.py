@@ -195,6 +195,8 @@ def _assert_fp16_model_that_generates(folder: Path) -> None:
         assert (folder / name).read_bytes() == (paths.DEMO_TOKENIZER / name).read_bytes()
     tok = AutoTokenizer.from_pretrained(str(folder))
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["dtype"] == "float16" and config["use_cache"]
     model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=torch.float32)
     ids = tok("Where does Sounu live?\nAnswer:", return_tensors="pt")["input_ids"]
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,

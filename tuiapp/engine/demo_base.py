@@ -186,6 +186,7 @@ def export_fp16(model_dir: str | Path, out: str | Path) -> int:
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), use_safetensors=True, dtype=torch.float32)
     model = model.to(torch.float16)
     model.config.dtype = "float16"
+    model.config.use_cache = True  # the Trainer turns it off while training; inference wants it
     model.save_pretrained(str(staging), safe_serialization=True)
     for name in TOKENIZER_FILES:
         shutil.copyfile(paths.DEMO_TOKENIZER / name, staging / name)
