@@ -278,3 +278,15 @@ async def test_problems_without_a_text_line_explain_instead_of_previewing(
         assert preview.line is None
         assert "Row 2 of rows.parquet: a columnar file has no text line" in text_of(preview)
         assert "PAR1" not in text_of(preview)
+
+
+async def test_a_clean_file_says_so_instead_of_an_empty_table(make_app, data_files):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        await pick(pilot, screen, data_files["good"])
+        assert not screen.query_one("#ds-problems").display
+        note = screen.query_one("#ds-no-problems")
+        assert note.display and "all 10 rows are valid sft data" in text_of(note)
+        await pick(pilot, screen, data_files["bad"])
+        assert screen.query_one("#ds-problems").display and not note.display

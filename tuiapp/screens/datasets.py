@@ -108,6 +108,7 @@ class DatasetsScreen(AreaScreen):
                 with TabbedContent(id="ds-tabs", initial="tab-validation"):
                     with TabPane("Validation", id="tab-validation"):
                         yield DataTable(id="ds-problems", cursor_type="row", zebra_stripes=True)
+                        yield Static("", id="ds-no-problems")
                         yield FilePreview(id="ds-preview")
                     with TabPane("Stats", id="tab-stats"):
                         with Horizontal(id="ds-stats-pane"):
@@ -124,6 +125,7 @@ class DatasetsScreen(AreaScreen):
     def on_mount(self) -> None:
         table = self.query_one("#ds-problems", DataTable)
         table.add_columns("Line", "Field", "Severity", "Message")
+        self.query_one("#ds-no-problems").display = False
         self.query_one("#ds-files", OptionList).focus()
         self.refresh_files()
 
@@ -244,6 +246,14 @@ class DatasetsScreen(AreaScreen):
                 Text(problem.message),
                 key=str(index),
             )
+        table.display = bool(report.problems)
+        no_problems = self.query_one("#ds-no-problems", Static)
+        no_problems.display = not report.problems
+        no_problems.update(
+            Text(
+                f"No problems: all {report.rows} rows are valid {report.kind} data.", style="green"
+            )
+        )
         if _has_lines(message.path):
             first_line = next((p.line for p in report.problems if p.line), 1)
             self.preview(message.path, first_line)
@@ -268,11 +278,15 @@ class DatasetsScreen(AreaScreen):
         text.append(
             f"format {report.format or '?'} · kind {report.kind or '?'} · {report.rows} rows · "
         )
-        errors, warnings = len(report.errors), len(report.warnings)
+        # the report keeps the first problems only; its counts cover all of them
+        errors = getattr(report, "error_count", 0) or len(report.errors)
+        warnings = getattr(report, "warning_count", 0) or len(report.warnings)
         text.append(f"{errors} error{'s' * (errors != 1)}", style="bold red" if errors else "green")
         text.append(
             f" · {warnings} warning{'s' * (warnings != 1)}", style="yellow" if warnings else ""
         )
+        if getattr(report, "more_problems", 0):
+            text.append(f" (first {len(report.problems)} listed)", style="dim")
         version_id = self.imported.get(self.current_path.resolve())
         if version_id:
             text.append(f"\n✓ imported as dataset version #{version_id}", style="green")
