@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.syntax import Syntax
+from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -38,14 +38,9 @@ EMPTY_TEXT = (
 )
 
 
-def _pretty_json(value: Any) -> Syntax:
-    return Syntax(
-        json.dumps(value, indent=2, sort_keys=True, default=str),
-        "json",
-        theme="ansi_dark",
-        background_color="default",
-        word_wrap=True,
-    )
+def _pretty_json(value: Any) -> JSON:
+    # rich.json, not rich.syntax: same colours for JSON without importing pygments at start-up
+    return JSON(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _metric_table(summary: dict) -> Table | Text:
