@@ -80,7 +80,9 @@ async def test_help_lists_every_described_binding_of_every_area(make_app):
 
 async def test_every_binding_has_an_id_and_a_description(make_app):
     app = make_app()
-    classes = [type(app), *app.MODES.values(), HelpScreen]
+    from tuiapp.screens.modals import ConfirmScreen, NameScreen
+
+    classes = [type(app), *app.MODES.values(), HelpScreen, ConfirmScreen, NameScreen]
     for cls in classes:
         for b in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
             assert b.id, f"{cls.__name__} binding {b.key} has no id"
@@ -120,3 +122,28 @@ async def test_q_quits(make_app):
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+def test_theme_colours_are_exact_xterm_256_entries():
+    """A 256-colour terminal then shows the contrasts we chose instead of rounding them."""
+    from rich._palettes import EIGHT_BIT_PALETTE
+    from rich.color import parse_rgb_hex
+
+    from tuiapp.app import TUNELOOP_THEME
+
+    palette = {tuple(EIGHT_BIT_PALETTE[i]) for i in range(256)}
+    slots = (
+        "primary",
+        "secondary",
+        "accent",
+        "warning",
+        "error",
+        "success",
+        "foreground",
+        "background",
+        "surface",
+        "panel",
+    )
+    for slot in slots:
+        value = getattr(TUNELOOP_THEME, slot)
+        assert tuple(parse_rgb_hex(value.lstrip("#"))) in palette, f"{slot} {value}"
