@@ -18,17 +18,6 @@ from . import paths
 ENV_HOME = "TUNELOOP_HOME"
 SEEDED_KEY = "demo_seeded"
 
-# The demo files registered in a fresh workspace (stems become names "demo/<stem>").
-DEMO_DATASETS = (
-    "corpus.txt",
-    "sft.jsonl",
-    "preferences.jsonl",
-    "kto.jsonl",
-    "eval_heldout.jsonl",
-    "eval_forbidden.jsonl",
-)
-
-
 @dataclass(frozen=True)
 class Workspace:
     home: Path
@@ -86,33 +75,49 @@ class WorkspaceError(RuntimeError):
 
 
 def seed_demo_world(ws: Workspace) -> list[int]:
-    """Register the demo datasets in the store, validated like any user file.
+    """Register the demo datasets in the store.
 
-    It runs before the TUI's first paint on a fresh home; validating the demo files takes
-    under 0.1 s. Token statistics are computed when a user opens a dataset.
+    This runs before the TUI's first paint on a fresh home, so it reads what validation said of
+    each file from ``sample_data/demo/manifest.json`` (written by ``tuneloop demo generate``) and
+    only re-validates a file whose sha256 no longer matches its manifest entry.
     """
-    from tuiapp.engine import data
+    import hashlib
+    import json
 
+    from tuiapp.engine.demo_world import DATASET_FILES, MANIFEST
+
+    manifest_path = paths.DEMO_DIR / MANIFEST
+    manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {}
     ids: list[int] = []
-    for fname in DEMO_DATASETS:
+    for fname in DATASET_FILES:
         path = paths.DEMO_DIR / fname
         if not path.exists():
             continue
-        report = data.validate(path)
-        if not report.ok:  # a broken checkout: say so rather than register bad data
-            raise WorkspaceError(f"demo dataset {path} does not validate: {report.errors[0]}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = manifest.get(fname)
+        if not entry or entry.get("sha256") != digest:
+            entry = _validated_entry(path)
         dv = ws.store.add_dataset_version(
             name=f"demo/{path.stem}",
             path=str(path),
-            content_hash=data.content_hash(path),
-            format=report.format,
-            kind=report.kind,
-            rows=report.rows,
+            content_hash=digest,
+            format=entry["format"],
+            kind=entry["kind"],
+            rows=entry["rows"],
             source="demo",
         )
         ids.append(dv.id)
     ws.store.set_meta(SEEDED_KEY, "1")
     return ids
+
+
+def _validated_entry(path: Path) -> dict:
+    from tuiapp.engine import data
+
+    report = data.validate(path)
+    if not report.ok:  # a broken checkout: say so rather than register bad data
+        raise WorkspaceError(f"demo dataset {path} does not validate: {report.errors[0]}")
+    return {"format": report.format, "kind": report.kind, "rows": report.rows}
 
 
 def register_demo_model(ws: Workspace) -> int | None:

@@ -315,7 +315,14 @@ TOKENIZER_FILES = (
     "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
     "tokenizer/special_tokens_map.json",
 )
-GENERATED_FILES = DATA_FILES + TOKENIZER_FILES
+MANIFEST = "manifest.json"
+GENERATED_FILES = DATA_FILES + TOKENIZER_FILES + (MANIFEST,)
+# The datasets a fresh workspace registers; the manifest records what validation says of each
+# (format, kind, rows) with its sha256, so seeding a new home needs no parsing before first paint.
+DATASET_FILES = (
+    "corpus.txt", "sft.jsonl", "preferences.jsonl", "kto.jsonl",
+    "eval_heldout.jsonl", "eval_forbidden.jsonl",
+)
 
 
 def generate_demo(out_dir: str | Path | None = None, seed: int = DEFAULT_SEED) -> dict[str, Path]:
@@ -331,12 +338,33 @@ def generate_demo(out_dir: str | Path | None = None, seed: int = DEFAULT_SEED) -
     texts["world.json"] = json.dumps(world.to_dict(), indent=1, ensure_ascii=False) + "\n"
     texts.update(demo_tokenizer.build_tokenizer_files(demo_texts.tokenizer_training_texts(texts)))
     written: dict[str, Path] = {}
-    for rel in GENERATED_FILES:
+    for rel in DATA_FILES + TOKENIZER_FILES:
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(texts[rel].encode("utf-8"))
         written[rel] = path
+    manifest = build_manifest(out)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    written[MANIFEST] = out / MANIFEST
     return written
+
+
+def build_manifest(folder: Path) -> dict[str, dict]:
+    """What the dataset layer says of each demo dataset, keyed by file name."""
+    from tuiapp.engine import data
+
+    out = {}
+    for rel in DATASET_FILES:
+        report = data.validate(folder / rel)
+        if not report.ok:
+            raise ValueError(f"generated demo file {rel} does not validate: {report.errors[0]}")
+        out[rel] = {
+            "format": report.format,
+            "kind": report.kind,
+            "rows": report.rows,
+            "sha256": data.content_hash(folder / rel),
+        }
+    return out
 
 
 def check_demo(target_dir: str | Path | None = None, seed: int = DEFAULT_SEED) -> list[str]:
