@@ -54,16 +54,16 @@ class Modelfile:
 # ------------------------------------------------------------------ template translation
 
 
-def _expected(fam: Family) -> str:
-    s, u, a = fam.system, fam.user, fam.assistant
-    return (s[0] + PROBE[0]["content"] + s[1] + u[0] + PROBE[1]["content"] + u[1]
-            + a[0] + PROBE[2]["content"] + a[1] + u[0] + PROBE[3]["content"] + u[1] + fam.generation)
+def _expected(fam: Family, messages: tuple[dict, ...]) -> str:
+    pieces = {"system": fam.system, "user": fam.user, "assistant": fam.assistant}
+    text = "".join(pieces[m["role"]][0] + m["content"] + pieces[m["role"]][1] for m in messages)
+    return text + fam.generation
 
 
-def _render_jinja(chat_template: str, bos: str, eos: str) -> str:
+def _render_jinja(chat_template: str, messages: tuple[dict, ...], bos: str, eos: str) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template([list(PROBE)], chat_template=chat_template,
+    rendered, _ = render_jinja_template([list(messages)], chat_template=chat_template,
                                         add_generation_prompt=True, bos_token=bos, eos_token=eos)
     return rendered[0]
 
@@ -72,15 +72,21 @@ def detect_family(chat_template: str | None, bos: str = "", eos: str = "") -> tu
     """The family whose pieces reproduce ``chat_template`` exactly, and a sentence saying why not."""
     if not chat_template:
         return None, "the model has no chat template"
+    # with and without a system message: a default system prompt must not slip through
+    probes = (PROBE, PROBE[1:])
     try:
-        rendered = _render_jinja(chat_template, bos, eos)
+        rendered = [_render_jinja(chat_template, p, bos, eos) for p in probes]
     except Exception as exc:  # a template may raise on purpose (e.g. no system role)
         return None, f"its chat template could not render a system/user/assistant probe ({exc})"
     for fam in FAMILIES:
-        text = rendered
-        for prefix in {bos, fam.bos} - {""}:
-            text = text.removeprefix(prefix)
-        if text == _expected(fam):
+        prefixes = {bos, fam.bos} - {""}
+
+        def strip(text: str, prefixes=prefixes) -> str:
+            for prefix in prefixes:
+                text = text.removeprefix(prefix)
+            return text
+
+        if all(strip(r) == _expected(fam, p) for r, p in zip(rendered, probes, strict=True)):
             return fam, ""
     return None, ("its chat template is not one tuneloop translates exactly (ChatML, Llama 3); "
                   "Ollama falls back to its own reading of the chat template stored in the GGUF")
