@@ -126,6 +126,9 @@ def test_default_out_dir_and_a_model_folder_ref(world):
     out = Path(result["out_dir"])
     assert out.parent == home / "exports" and out.name.startswith("base-")
     assert Path(result["files"][0]["path"]).name == "base-f16.gguf"
+    folder_model = store.find_model(str(world["base"].resolve()))  # remembered for lineage
+    assert folder_model is not None and folder_model.kind == "hf"
+    assert store.get_export(result["files"][0]["export_id"]).model_id == folder_model.id
 
 
 def test_quantized_only_leaves_no_scratch_source(world, tmp_path):

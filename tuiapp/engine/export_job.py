@@ -17,7 +17,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,11 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
     """
     plan = plan_export(ref, store, quants)
     source: ExportSource = plan["source"]
+    if source.model_id is None:  # a folder seen for the first time: remember it, for lineage
+        folder = source.model_dir or source.adapter_dir
+        kind = "adapter" if source.adapter_dir else "hf"
+        row = store.add_model(folder.name, kind, str(folder), meta={"source": "export"})
+        source = replace(source, model_id=row.id)
     names: list[str] = plan["quants"]
     out_dir = Path(out) if out else (
         Path(home) / "exports" / f"{source.stem}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -160,7 +160,10 @@ def _model_card(model: Any, store: Any, exports: list | None) -> str:
     base = None
     if getattr(model, "base_model_id", None) is not None:
         base = store.get_model(model.base_model_id)
-    name, path = (model.name, model.path) if hasattr(model, "name") else (Path(model).name, str(model))
+    if isinstance(model, (str, Path)):
+        name, path = Path(model).name, str(model)
+    else:
+        name, path = model.name, model.path
     lines = [f"# {name}", "", f"An export of the model folder `{path}` made with tuneloop. No "
              "training run is recorded for it, so its training data and settings are unknown "
              "to this card.", "", "## Model", ""]
