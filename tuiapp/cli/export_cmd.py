@@ -8,7 +8,6 @@ Exit codes: 0 every file passed its parity check, 1 a parity failure or a failed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +34,7 @@ def _figures(f: dict) -> str:
     if fig.get("top1_agreement") is not None:
         parts.append(f"top-1 {fig['top1_agreement']:.0%}")
     if fig.get("max_abs_diff") is not None:
-        parts.append(f"max|Δlogit| {fig['max_abs_diff']:.3g}")
+        parts.append(f"Δlogit {fig['max_abs_diff']:.2g}")
     if fig.get("greedy_prompts"):
         parts.append(f"greedy {fig['greedy_agreeing']}/{fig['greedy_prompts']}")
     if fig.get("tokenization_identical") is False:
@@ -56,7 +55,8 @@ def _print_plan(console: Console, plan: dict) -> None:
 
 
 def _print_result(console: Console, result: dict) -> None:
-    table = Table("type", "size", "sha256", "parity", "figures", "file")
+    table = Table("type", "size", "sha256", "parity", "figures")
+    table.add_column("file", overflow="fold")
     for f in result["files"]:
         status = "[green]ok[/]" if f["status"] == "ok" else "[red]failed[/]"
         table.add_row(f["quant"], _size(f["size_bytes"]), f["sha256"][:12], status, _figures(f),
@@ -83,9 +83,9 @@ def export(
                               "q5_k_m, q4_k_m, ... (quantized files are made from the float one)."),
     ollama: bool = typer.Option(False, "--ollama", help="Write an Ollama Modelfile for the smallest passing file."),
     card: bool = typer.Option(False, "--card", help="Write a model card (README.md) from the store."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Path | None = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: HOME/exports/<run or model>-<time>/)."),
-    system: Optional[str] = typer.Option(None, "--system", help="SYSTEM prompt for the Modelfile."),
+    system: str | None = typer.Option(None, "--system", help="SYSTEM prompt for the Modelfile."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
 ) -> None:
     """Merge a run's adapter and write GGUF files (f16, q8_0, q4_k_m, ...), each checked for
@@ -119,7 +119,13 @@ def export(
             result = run_export(ref, ws.store, ws.home, names, ollama=ollama, card=card, out=out,
                                 progress=lambda p, d, t: phase.update(name=p), system=system)
         else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=False) as bar:
