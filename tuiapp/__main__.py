@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tuiapp.cli import data_cmd, demo_cmd, runs_cmd, stubs, train_cmd
+from tuiapp.cli import data_cmd, demo_cmd, export_cmd, runs_cmd, stubs, train_cmd
 
 app = typer.Typer(
     name="tuneloop",
@@ -20,7 +20,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(runs_cmd.app, name="runs")
-app.command("export", context_settings=stubs._PASSTHROUGH)(stubs.export_cmd)
+app.command("export")(export_cmd.export)
 app.command("generate", context_settings=stubs._PASSTHROUGH)(stubs.generate_cmd)
 app.command("eval", context_settings=stubs._PASSTHROUGH)(stubs.eval_cmd)
 app.add_typer(stubs.labels_app, name="labels")

@@ -44,11 +44,6 @@ labels_app = _group(
 )
 
 
-def export_cmd(ctx: typer.Context) -> None:
-    """Merge a run's adapter and write GGUF files (f16, q8_0, q4_k_m, ...)."""
-    missing("export", "the GGUF export engine")
-
-
 def generate_cmd(ctx: typer.Context) -> None:
     """Generate an answer from a model (base, a run id, a folder or a GGUF file)."""
     missing("generate", "the generation backends of the compare engine")
