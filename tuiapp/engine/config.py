@@ -202,7 +202,26 @@ class CPTJobConfig(CommonTrainConfig):
                 raise ConfigError("num_heads", "the head dimension must be even for RoPE")
 
 
-CONFIG_CLASSES: dict[str, type[CommonTrainConfig]] = {"sft": SFTJobConfig, "cpt": CPTJobConfig}
+# The alignment job configs live in config_align.py (imported here so CONFIG_CLASSES lists them).
+from .config_align import (  # noqa: E402
+    DPOJobConfig,
+    GRPOJobConfig,
+    KTOJobConfig,
+    PPOJobConfig,
+    RewardJobConfig,
+    RLOOJobConfig,
+)
+
+CONFIG_CLASSES: dict[str, type[CommonTrainConfig]] = {
+    "sft": SFTJobConfig,
+    "cpt": CPTJobConfig,
+    "dpo": DPOJobConfig,
+    "kto": KTOJobConfig,
+    "reward": RewardJobConfig,
+    "ppo": PPOJobConfig,
+    "grpo": GRPOJobConfig,
+    "rloo": RLOOJobConfig,
+}
 
 
 # --- loading ----------------------------------------------------------------------------------
