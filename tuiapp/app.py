@@ -13,10 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.theme import Theme
 
+from tuiapp.messages import RunPollFailed, RunProgress
 from tuiapp.screens.areas import AREA_KEYS, AREAS
 from tuiapp.screens.compare import CompareScreen
 from tuiapp.screens.datasets import DatasetsScreen
@@ -38,6 +40,8 @@ class Settings:
     refresh_interval: float = 5.0
     # "Now" for durations of runs still going; None is the wall clock. Tests pin it.
     clock: Callable[[], datetime] | None = None
+    # Seconds between polls of the training queue (`engine.poll_runs()`); 0 turns polling off.
+    poll_interval: float = 1.0
 
 
 # Every colour is an exact xterm-256 palette entry, so a 256-colour terminal shows the same
@@ -108,6 +112,49 @@ class TuiApp(App[None]):
         self.settings = settings if isinstance(settings, Settings) else Settings(**settings)
         self.register_theme(TUNELOOP_THEME)
         self.theme = "tuneloop"
+        # Latest progress dict per run id, from the poll worker (a screen shown later reads it).
+        self.run_progress: dict[int, dict] = {}
+        self._poll_error: str | None = None
+
+    # ---- training runs: ONE poll worker for the whole app -------------------------------------
+
+    def on_mount(self) -> None:
+        attach = getattr(self.engine, "attach", None)
+        if attach is not None:  # the engine's runner needs the workspace
+            attach(self.store, self.settings.home)
+        if self.settings.poll_interval > 0 and hasattr(self.engine, "poll_runs"):
+            self.poll_runs()
+
+    @work(thread=True, exclusive=True, group="runner-poll", exit_on_error=False)
+    def poll_runs(self) -> None:
+        """Every poll_interval: replay job events into the store, move the queue on, and post
+        one coalescing RunProgress per active run. Jobs are child processes; this only reads."""
+        import time
+
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                for progress in self.engine.poll_runs():
+                    self.post_message(RunProgress(progress))
+            except Exception as exc:  # keep polling; say so once per distinct error
+                self.post_message(RunPollFailed(str(exc).strip() or type(exc).__name__))
+            deadline = time.monotonic() + self.settings.poll_interval
+            while not worker.is_cancelled and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def on_run_progress(self, message: RunProgress) -> None:
+        self.run_progress[message.run_id] = message.progress
+        stack = self.screen_stack  # empty while the app shuts down
+        if stack and isinstance(stack[-1], TrainScreen):
+            stack[-1].post_message(RunProgress(message.progress))
+
+    def on_run_poll_failed(self, message: RunPollFailed) -> None:
+        if message.error != self._poll_error:
+            self._poll_error = message.error
+            self.notify(f"watching training jobs failed: {message.error}", severity="error",
+                        timeout=10)
 
     def get_key_display(self, binding: Binding) -> str:
         # "F2" reads better than Textual's lower-case "f2" in the footer and help.

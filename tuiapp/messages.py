@@ -113,3 +113,90 @@ class OverviewLoaded(Message):
         super().__init__()
         self.tables = tables
         self.facts = facts
+
+
+# ---- training (Train screen, app poll worker) ------------------------------------------------
+
+
+class RunProgress(Message, bubble=False):
+    """The latest state of one run from the app's poll worker (`engine.poll_runs()`).
+
+    Coalesces: a burst of progress for the same run is drawn once, with the newest values (the
+    store keeps every step). Does not bubble: the app forwards it to the Train screen itself.
+    """
+
+    def __init__(self, progress: dict) -> None:
+        super().__init__()
+        self.progress = progress
+        self.run_id = progress.get("run_id")
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunProgress) and message.run_id == self.run_id
+
+
+class RunPollFailed(Message, bubble=False):
+    """The app's poll worker hit an error (it keeps polling); `error` is for people."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+class TrainChoicesLoaded(Message):
+    """What the Train screen's pickers offer: presets of a kind, base models, dataset versions."""
+
+    def __init__(self, kind: str, presets: dict, models: list, versions: list) -> None:
+        super().__init__()
+        self.kind = kind
+        self.presets = presets
+        self.models = models
+        self.versions = versions
+
+
+class PreflightReady(Message):
+    """`engine.preflight(config)` finished; `report` is its dict form (PreflightReport.to_dict)."""
+
+    def __init__(self, config: dict, report: dict) -> None:
+        super().__init__()
+        self.config = config
+        self.report = report
+
+
+class JobSubmitted(Message):
+    """A run row exists for a submitted (or resumed) job; `started` if it is running now."""
+
+    def __init__(self, run: Any, started: bool) -> None:
+        super().__init__()
+        self.run = run
+        self.started = started
+
+
+class JobRefused(Message):
+    """Submit refused by pre-flight; the report says why."""
+
+    def __init__(self, report: dict) -> None:
+        super().__init__()
+        self.report = report
+
+
+class QueueLoaded(Message):
+    """Training runs for the queue table (newest first), read off the event loop."""
+
+    def __init__(self, runs: list[Any]) -> None:
+        super().__init__()
+        self.runs = runs
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QueueLoaded)
+
+
+class RunMetricsReady(Message):
+    """Curves, last values and latest samples of one run, read from the store."""
+
+    def __init__(self, run_id: int, data: dict) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.data = data
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunMetricsReady) and message.run_id == self.run_id

@@ -93,3 +93,100 @@ class FakeEngine:
     def list_workspace_files(self, home):
         self.calls.append(("list_workspace_files", Path(home)))
         return list(self.files)
+
+
+class FakeRefused(ValueError):
+    """What the real facade raises when pre-flight refuses a submitted job (has `.report`)."""
+
+    def __init__(self, report: dict) -> None:
+        self.report = report
+        super().__init__("; ".join(report.get("refusals", [])))
+
+
+# A pre-flight report dict shaped like PreflightReport.to_dict().
+PREFLIGHT_OK = {
+    "kind": "sft",
+    "base_model": "/models/demo",
+    "device": "cpu",
+    "dataset_version_id": 1,
+    "dataset_rows": 10,
+    "params": {"total": 3_200_000, "trainable": 410_000, "share": 0.128},
+    "memory": {"estimate_bytes": 600 * 2**20, "free_bytes": 16 * 2**30},
+    "tokens": {
+        "max_length": 256,
+        "tokens": {"mean": 41.0, "p90": 90.0, "max": 131.0},
+        "truncated": {"count": 1, "share": 0.1},
+    },
+    "steps": 20,
+    "refusals": [],
+    "warnings": ["memory: about 0.6 GiB of 16 GiB free"],
+    "ok": True,
+}
+
+
+class FakeTrainingEngine(FakeEngine):
+    """FakeEngine plus the training methods: config ones from the real (light, torch-free)
+    config module; pre-flight, submit, cancel, resume and poll scripted, runs kept in the store
+    the app attaches."""
+
+    def __init__(self, *args, preflight_report: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from tuiapp.engine.facade import Engine
+
+        self._config = Engine()
+        self.store: Any = None
+        self.home: Any = None
+        self.preflight_report = dict(preflight_report or PREFLIGHT_OK)
+        self.refuse_submit: dict | None = None  # a report: submit raises FakeRefused with it
+        # Each poll_runs() call returns the next list (then [] forever).
+        self.poll_script: list[list[dict]] = []
+        self.polls = 0
+
+    def attach(self, store, home):
+        self.store, self.home = store, home
+
+    def list_presets(self, kind=None):
+        return self._config.list_presets(kind)
+
+    def load_preset(self, path):
+        return self._config.load_preset(path)
+
+    def config_fields(self, kind):
+        return self._config.config_fields(kind)
+
+    def build_config(self, kind, values):
+        return self._config.build_config(kind, values)
+
+    def preflight(self, config):
+        self.calls.append(("preflight", config.to_dict()))
+        if self.gate is not None:
+            self.gate.wait(5)
+        return dict(self.preflight_report)
+
+    def submit(self, config, start=True):
+        self.calls.append(("submit", (config.to_dict(), start)))
+        if self.refuse_submit is not None:
+            raise FakeRefused(self.refuse_submit)
+        running = self.store.list_runs(status="running")
+        status = "running" if start and not running else "queued"
+        return self.store.create_run(
+            config.kind, config.to_dict(), name=config.run_name, seed=config.seed, status=status
+        )
+
+    def cancel_run(self, run_id):
+        self.calls.append(("cancel_run", run_id))
+        run = self.store.get_run(run_id)
+        if run.status == "queued":
+            return self.store.update_run(run_id, status="cancelled")
+        return run
+
+    def resume_run(self, run_id, start=True):
+        self.calls.append(("resume_run", run_id))
+        old = self.store.get_run(run_id)
+        return self.store.create_run(
+            old.kind, old.config, name=old.name, resumed_from=old.id, status="queued"
+        )
+
+    def poll_runs(self):
+        self.polls += 1
+        return self.poll_script.pop(0) if self.poll_script else []

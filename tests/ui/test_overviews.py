@@ -1,4 +1,5 @@
-"""Train / Compare / Label / Export show real store state and the command that does the work."""
+"""Compare / Label / Export show real store state and the command that does the work (Train is a
+real screen now: tests/ui/test_train.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ async def test_empty_store_says_so_in_every_overview(make_app):
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         for key, table_id, command in (
-            ("f3", "train-datasets", "tuneloop train sft"),
             ("f5", "compare-models", "tuneloop generate"),
             ("f6", "label-choices", "tuneloop labels new"),
             ("f7", "export-rows", "tuneloop export"),
@@ -36,27 +36,6 @@ async def test_empty_store_says_so_in_every_overview(make_app):
             assert not screen.query_one(f"#{table_id}").display
             assert screen.query_one(f"#{table_id}-empty").display
             assert command in text_of(screen.query_one(".commands"))
-
-
-async def test_train_lists_dataset_versions_and_models(make_app, store):
-    store.add_model("tiny-base", "hf", "/models/tiny")
-    version = store.add_dataset_version("demo/sft", "/d/sft.jsonl", "c" * 64, "messages", "sft", 12)
-    app = make_app()
-    async with app.run_test(size=(120, 36)) as pilot:
-        screen = await open_area(pilot, app, "f3")
-        assert rows(screen, "train-datasets")[0][:5] == [
-            str(version.id),
-            "demo/sft",
-            "sft",
-            "messages",
-            "12",
-        ]
-        assert rows(screen, "train-models")[0][1:3] == ["tiny-base", "hf"]
-        assert screen.facts == {"dataset versions": "1", "models": "1", "runs": "0"}
-        # a version added while the screen is open appears on refresh
-        store.add_dataset_version("more", "/d/more.jsonl", "d" * 64, "text", "text", 3)
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: len(rows(screen, "train-datasets")) == 2)
 
 
 async def test_label_counts_live_labels_and_tasks(make_app, store):

@@ -87,15 +87,3 @@ def test_runs_empty_snapshot(snap_compare, store, engine, tmp_path):
 def test_help_snapshot(snap_compare, store, engine, tmp_path):
     app = app_for(store, engine, tmp_path)
     assert snap_compare(app, terminal_size=SIZE, press=["f1"])
-
-
-def test_train_overview_snapshot(snap_compare, store, engine, tmp_path):
-    add_three_runs(store)
-    app = app_for(store, engine, tmp_path)
-
-    async def run_before(pilot):
-        await pilot.press("f3")
-        screen = app.screen
-        await settle(pilot, lambda: bool(screen.facts))
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -21,14 +21,36 @@ class DatasetImportError(ValueError):
     """A dataset that cannot become a version; the message says what to fix."""
 
 
+class JobRefusedError(ValueError):
+    """Pre-flight refused a submitted job; `report` is the report's dict form."""
+
+    def __init__(self, report: dict) -> None:
+        self.report = report
+        super().__init__("; ".join(report.get("refusals") or []) or "pre-flight refused the job")
+
+
 class Engine:
-    def __init__(self, tokenizer_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer_path: str | Path | None = None,
+        store: Any = None,
+        home: str | Path | None = None,
+    ) -> None:
         # None: the demo tokenizer (data.load_tokenizer decides where it lives).
         self.tokenizer_path = tokenizer_path
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
         self._tokenizer_error: str | None = None
         self._lock = threading.Lock()
+        # Training: one Runner per workspace (it owns the child processes it started), used from
+        # the app's poll worker and the Train screen's workers, so every call holds this lock.
+        self._store = store
+        self._home = Path(home) if home is not None else None
+        self._runner: Any = None
+        self._runner_lock = threading.RLock()
+        self._recovered = False
+        # Pre-flight reports by config JSON: submitting the config just checked reuses its report.
+        self._reports: dict[str, Any] = {}
 
     # ---- tokenizer (loaded once, shared by stats and examples) --------------------------------
 
@@ -130,3 +152,176 @@ class Engine:
                 )
             )
         return found
+
+
+    # ---- training jobs ------------------------------------------------------------------------
+
+    def attach(self, store: Any, home: str | Path) -> None:
+        """Give the engine its workspace (the app does this at start) unless it already has one."""
+        with self._runner_lock:
+            if self._store is None:
+                self._store = store
+            if self._home is None:
+                self._home = Path(home)
+
+    def _runner_for_jobs(self) -> Any:
+        with self._runner_lock:
+            if self._runner is None:
+                if self._store is None or self._home is None:
+                    raise RuntimeError(
+                        "the engine has no workspace for training jobs; build it as "
+                        "Engine(store=..., home=...) or call attach(store, home)"
+                    )
+                from tuiapp.engine.runner import Runner
+
+                self._runner = Runner(self._store, self._home)
+            return self._runner
+
+    def list_presets(self, kind: str | None = None) -> dict[str, Path]:
+        """Preset files by name, only those of `kind` when given (read from their `kind` key)."""
+        import tomllib
+
+        from tuiapp.engine import config
+
+        found = {}
+        for name, path in config.list_presets().items():
+            try:
+                preset_kind = tomllib.loads(path.read_text(encoding="utf-8")).get("kind")
+            except (OSError, tomllib.TOMLDecodeError):
+                continue  # a broken preset is load_preset's error to report, not the picker's
+            if kind is None or preset_kind == kind:
+                found[name] = path
+        return found
+
+    def load_preset(self, path: str | Path) -> dict[str, Any]:
+        """A preset's full, validated config as a dict (kind included); ConfigError if bad."""
+        from tuiapp.engine import config
+
+        return config.load_config(path).to_dict()
+
+    def config_fields(self, kind: str) -> list[dict[str, Any]]:
+        """The form of a job kind: name, type, default, help, choices, group per field."""
+        from tuiapp.engine import config
+
+        return config.field_help(config.config_class(kind))
+
+    def build_config(self, kind: str, values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+        """A config from form values (strings are parsed as the field's type).
+
+        Returns (config, {}) or (None, {field: message}): every field that cannot be parsed,
+        else the first rule the config itself refuses.
+        """
+        from tuiapp.engine import config
+
+        cls = config.config_class(kind)
+        typed: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for key, value in values.items():
+            if key == "kind":
+                continue
+            try:
+                typed[key] = config.coerce(cls, key, value) if isinstance(value, str) else value
+            except config.ConfigError as exc:
+                errors[exc.field] = _config_message(exc)
+        if errors:
+            return None, errors
+        try:
+            return config.from_dict(kind, typed), {}
+        except config.ConfigError as exc:
+            return None, {exc.field: _config_message(exc)}
+
+    def preflight(self, job_config: Any) -> dict[str, Any]:
+        """Pre-flight a config (loads the tokenizer, reads the model config: call from a worker)."""
+        from tuiapp.engine.preflight import preflight
+
+        runner = self._runner_for_jobs()
+        report = preflight(job_config, runner.store, runner.home)
+        with self._runner_lock:
+            self._reports = {_config_key(job_config): report}
+        return report.to_dict()
+
+    def submit(self, job_config: Any, start: bool = True) -> Any:
+        """Queue a job (pre-flight reused if this exact config was just checked) and, with
+        `start`, start it now unless another job is running. Returns the run row; raises
+        JobRefusedError when pre-flight refuses."""
+        from tuiapp.engine.preflight import preflight
+
+        runner = self._runner_for_jobs()
+        with self._runner_lock:
+            report = self._reports.get(_config_key(job_config))
+        if report is None:  # outside the lock: the poll worker keeps going meanwhile
+            report = preflight(job_config, runner.store, runner.home)
+        if not report.ok:
+            raise JobRefusedError(report.to_dict())
+        with self._runner_lock:
+            run = runner.submit(job_config, report=report)
+            self._reports.pop(_config_key(job_config), None)
+            if start:
+                runner.start_next()
+            return runner.store.get_run(run.id)
+
+    def cancel_run(self, run_id: int) -> Any:
+        """Queued: cancelled at once. Running: asked to stop (a last checkpoint is written)."""
+        runner = self._runner_for_jobs()
+        with self._runner_lock:
+            return runner.cancel(run_id)
+
+    def resume_run(self, run_id: int, start: bool = True) -> Any:
+        """A new run continuing `run_id` from its newest complete checkpoint (ValueError if it
+        cannot); started at once when nothing else runs and `start`."""
+        runner = self._runner_for_jobs()
+        with self._runner_lock:
+            run = runner.resume(run_id)
+            if start:
+                runner.start_next()
+            return runner.store.get_run(run.id)
+
+    def poll_runs(self) -> list[dict[str, Any]]:
+        """Move the queue on and report: runs whose process vanished are marked interrupted (first
+        call), events are replayed into the store, the next queued job is started. Returns one
+        progress dict per running run and per run whose status changed in this call."""
+        runner = self._runner_for_jobs()
+        with self._runner_lock:
+            changed = []
+            if not self._recovered:
+                changed.extend(runner.recover())
+                self._recovered = True
+            changed.extend(runner.poll())
+            started = runner.start_next()
+            if started is not None:
+                changed.append(started)
+            report = {run.id: run for run in changed}
+            for run in runner.store.list_runs(status="running"):
+                report[run.id] = run
+            return [_progress_dict(run, runner.progress(run.id)) for run in report.values()]
+
+
+def _progress_dict(run: Any, progress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "name": run.name,
+        "kind": run.kind,
+        "error": run.error,
+        "step": progress.get("step"),
+        "total_steps": progress.get("total_steps"),
+        "eta_s": progress.get("eta_s"),
+        "loss": progress.get("loss"),
+        "eval_loss": progress.get("eval_loss"),
+        "tokens_per_s": progress.get("tokens_per_s"),
+        "phase": progress.get("phase"),
+        "checkpoint": progress.get("checkpoint"),
+    }
+
+
+def _config_key(job_config: Any) -> str:
+    import json
+
+    return json.dumps(job_config.to_dict(), sort_keys=True, default=str)
+
+
+def _config_message(exc: Exception) -> str:
+    """ConfigError says "field: message"; next to the field only the message is needed."""
+    field = getattr(exc, "field", None)
+    text = str(exc)
+    return text[len(field) + 2 :] if field and text.startswith(f"{field}: ") else text

@@ -1,65 +1,604 @@
-"""Train: the dataset versions and models a run can start from, and the command that starts it."""
+"""Train: configure a job (kind, preset, base model, dataset version, every config field), check
+it with pre-flight, start or queue it, and watch the selected run live.
+
+Nothing slow runs on the event loop: pre-flight (it imports torch), submit, cancel, resume and
+every store read run in thread workers that post messages. Progress comes from the app's one
+poll worker as `RunProgress` messages (coalesced); the curves are re-read from the store in a
+worker when progress for the watched run arrives. Validation of the form is cheap (building a
+dataclass) and happens on every keystroke.
+"""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
-from tuiapp.screens.overview import OverviewScreen, Section
-from tuiapp.screens.run_rows import short_time
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
+
+from tuiapp.messages import (
+    JobRefused,
+    JobSubmitted,
+    PreflightReady,
+    QueueLoaded,
+    RunMetricsReady,
+    RunProgress,
+    TrainChoicesLoaded,
+    WorkFailed,
+)
+from tuiapp.screens.areas import AreaScreen
+from tuiapp.screens.modals import ConfirmScreen
+from tuiapp.screens.train_panels import (
+    CANCELLABLE,
+    DATASET_KINDS,
+    QUEUE_COLUMNS,
+    RESUMABLE,
+    TRAIN_KINDS,
+    preflight_text,
+    queue_cells,
+    queue_runs,
+    run_metrics,
+)
+from tuiapp.widgets.config_form import ConfigForm
+from tuiapp.widgets.run_monitor import RunMonitor
+
+NO_PRESET = "(field defaults)"
+DEFAULT_PRESETS = {"sft": "demo-sft-lora", "cpt": "demo-cpt-quick"}
+# Chosen by the pickers above the form, so not repeated in it.
+JOB_FIELDS = ("base_model", "dataset")
 
 
-class TrainScreen(OverviewScreen):
+def _readable(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def _key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+class TrainScreen(AreaScreen):
     AREA = "train"
     AREA_TITLE = "Train"
-    PURPOSE = (
-        "Train will configure and launch jobs — SFT (full, LoRA, QLoRA), continued pre-training, "
-        "DPO/KTO, reward models, PPO/GRPO/RLOO — in a child process, with live loss, cancel and "
-        "resume. The training engine is not part of this build yet: the command below says so "
-        "and runs nothing. What a run can start from is already in the store:"
-    )
-    COMMANDS = (
-        ("tuneloop train sft --config CONFIG.toml", "supervised fine-tuning from a config file"),
-        ("tuneloop train dpo --config CONFIG.toml", "preference optimisation on a preference set"),
-        ("tuneloop runs list", "runs recorded so far (also the Runs area, F4)"),
-    )
-    SECTIONS = (
-        Section(
-            "train-datasets",
-            "Dataset versions",
-            ("id", "name", "kind", "format", "rows", "source", "created"),
-            "No dataset versions. Import one in the Datasets area (F2, then ^s).",
-        ),
-        Section(
-            "train-models",
-            "Models",
-            ("id", "name", "kind", "path"),
-            "No models registered. `tuneloop demo build-base` builds the tiny demo base "
-            "model, which the workspace then registers.",
-        ),
-    )
+    BINDINGS = [
+        Binding("ctrl+t", "preflight", "Pre-flight", id="train.preflight"),
+        Binding("ctrl+s", "start", "Start", id="train.start"),
+        Binding("ctrl+l", "queue", "Queue (start later)", id="train.queue"),
+        Binding("ctrl+b", "cancel_run", "Cancel run", id="train.cancel"),
+        Binding("ctrl+n", "resume_run", "Resume run", id="train.resume"),
+        Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh"),
+    ]
+    DEFAULT_CSS = """
+    #train-body { height: 1fr; }
+    #train-left { width: 64; padding: 0 1; border-right: vkey $panel; }
+    #train-left .section-title { margin-top: 0; }
+    .tr-row { height: 1; }
+    .tr-label { width: 12; color: $text-muted; }
+    .tr-row Select, .tr-row Input { width: 1fr; }
+    #train-kind { width: 12; }
+    #train-job-error { color: $error; height: auto; }
+    #train-form { height: 1fr; border-top: hkey $panel; }
+    #train-field-help { height: 2; color: $text-muted; }
+    #train-buttons { height: 1; }
+    #train-buttons Button { margin-right: 2; }
+    #train-right { width: 1fr; padding: 0 1; }
+    #train-right .section-title { margin-top: 0; }
+    #train-preflight-box { height: auto; max-height: 11; }
+    #train-queue { height: 6; }
+    #train-monitor { border-top: hkey $panel; }
+    """
 
-    def collect(self, store: Any):
-        versions = store.list_dataset_versions()
-        models = store.list_models()
-        return (
-            {
-                "train-datasets": [
-                    (
-                        v.id,
-                        v.name,
-                        v.kind,
-                        v.format,
-                        v.rows,
-                        v.source or "",
-                        short_time(getattr(v, "created_at", None)),
+    def __init__(self) -> None:
+        super().__init__()
+        self.kind = "sft"
+        self.fields: list[dict[str, Any]] = []
+        self.presets: dict[str, Any] = {}
+        self.versions: list[Any] = []
+        self.config: Any = None
+        self.errors: dict[str, str] = {}
+        self.preflight_report: dict | None = None
+        self.preflight_key: str | None = None
+        self.preflight_running = False
+        self.submitting = False
+        self.queue: list[Any] = []
+        self.progress_messages = 0  # RunProgress handled (after coalescing)
+        self.choices_loaded = False
+        self._model_options: list[tuple[str, str]] = [("demo", "demo")]
+        self._dataset_options: list[tuple[str, str]] = []
+
+    # ---- layout -------------------------------------------------------------------------
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="train-body"):
+            with Vertical(id="train-left"):
+                yield Static("Job", classes="section-title")
+                with Horizontal(classes="tr-row"):
+                    yield Label("kind", classes="tr-label")
+                    yield Select(
+                        [(k, k) for k in TRAIN_KINDS],
+                        value="sft",
+                        allow_blank=False,
+                        compact=True,
+                        id="train-kind",
                     )
-                    for v in versions
-                ],
-                "train-models": [(m.id, m.name, m.kind, m.path) for m in models],
-            },
-            {
-                "dataset versions": str(len(versions)),
-                "models": str(len(models)),
-                "runs": str(len(store.list_runs())),
-            },
+                    yield Label("  preset ", classes="tr-label")
+                    yield Select([], prompt=NO_PRESET, compact=True, id="train-preset")
+                with Horizontal(classes="tr-row"):
+                    yield Label("base model", classes="tr-label")
+                    yield Select([("demo", "demo")], value="demo", allow_blank=False,
+                                 compact=True, id="train-model")
+                with Horizontal(classes="tr-row"):
+                    yield Label("  or folder", classes="tr-label")
+                    yield Input(placeholder="a model folder (overrides the pick)", compact=True,
+                                id="train-model-path")
+                with Horizontal(classes="tr-row"):
+                    yield Label("dataset", classes="tr-label")
+                    yield Select([], prompt="no dataset version", compact=True, id="train-dataset")
+                yield Static("", id="train-job-error")
+                yield Vertical(id="train-form-box")
+                yield Static("", id="train-field-help")
+                with Horizontal(id="train-buttons"):
+                    yield Button("Pre-flight ^t", id="train-preflight-button", compact=True)
+                    yield Button("Start ^s", id="train-start", variant="primary", compact=True)
+                    yield Button("Queue ^l", id="train-queue-button", compact=True)
+            with Vertical(id="train-right"):
+                yield Static("Pre-flight", classes="section-title")
+                with VerticalScroll(id="train-preflight-box"):
+                    yield Static(
+                        Text("Not checked yet: ^t measures the job before it runs.", "dim"),
+                        id="train-preflight",
+                    )
+                yield Static("Runs  (^b cancel · ^n resume)", classes="section-title")
+                yield DataTable(id="train-queue", cursor_type="row", zebra_stripes=True)
+                yield RunMonitor(id="train-monitor")
+
+    async def on_mount(self) -> None:
+        self.query_one("#train-queue", DataTable).add_columns(*QUEUE_COLUMNS)
+        self.query_one("#train-job-error").display = False
+        await self._build_form("sft")
+        self.load_choices("sft")
+        self.load_queue()
+
+    def on_screen_resume(self) -> None:
+        if not self.is_mounted:
+            return
+        self.load_queue()
+        watched = self.monitor.run_id
+        if watched is not None and watched in self.app_progress:
+            self.monitor.show_progress(self.app_progress[watched])
+
+    @property
+    def monitor(self) -> RunMonitor:
+        return self.query_one("#train-monitor", RunMonitor)
+
+    @property
+    def form(self) -> ConfigForm:
+        return self.query_one("#train-form", ConfigForm)
+
+    @property
+    def app_progress(self) -> dict[int, dict]:
+        return getattr(self.app, "run_progress", {})
+
+    # ---- the form -----------------------------------------------------------------------
+
+    async def _build_form(self, kind: str, values: dict | None = None) -> None:
+        self.kind = kind
+        self.fields = [f for f in self.engine.config_fields(kind) if f["name"] not in JOB_FIELDS]
+        box = self.query_one("#train-form-box")
+        await box.remove_children()
+        await box.mount(ConfigForm(self.fields, values, id="train-form"))
+        self.revalidate()
+
+    def _base_model(self) -> str:
+        typed = self.query_one("#train-model-path", Input).value.strip()
+        if typed:
+            return typed
+        value = self.query_one("#train-model", Select).value
+        return "" if value is Select.NULL else str(value)
+
+    def _dataset(self) -> str:
+        value = self.query_one("#train-dataset", Select).value
+        return "" if value is Select.NULL else str(value)
+
+    def revalidate(self) -> None:
+        """Build the config from what is on screen; show what the config refuses, where."""
+        try:
+            form = self.form
+        except Exception:  # the form is being rebuilt (kind changed)
+            return
+        values = form.values() | {"base_model": self._base_model(), "dataset": self._dataset()}
+        self.config, self.errors = self.engine.build_config(self.kind, values)
+        form.show_errors(self.errors)
+        job_errors = [f"✗ {k}: {v}" for k, v in self.errors.items() if k not in form.by_name]
+        box = self.query_one("#train-job-error", Static)
+        box.update(Text("\n".join(job_errors)))
+        box.display = bool(job_errors)
+        if self.preflight_report is not None:
+            self._show_preflight()
+        self._update_buttons()
+
+    @property
+    def config_key(self) -> str | None:
+        return _key(self.config.to_dict()) if self.config is not None else None
+
+    @property
+    def refused(self) -> bool:
+        """Pre-flight refused exactly this config."""
+        return (
+            self.preflight_report is not None
+            and self.preflight_key == self.config_key
+            and bool(self.preflight_report.get("refusals"))
         )
+
+    @property
+    def can_start(self) -> bool:
+        return self.config is not None and not self.refused and not self.submitting
+
+    def _update_buttons(self) -> None:
+        self.query_one("#train-start", Button).disabled = not self.can_start
+        self.query_one("#train-queue-button", Button).disabled = not self.can_start
+        self.query_one("#train-preflight-button", Button).disabled = (
+            self.config is None or self.preflight_running
+        )
+
+    @on(ConfigForm.Changed)
+    @on(Input.Changed, "#train-model-path")
+    @on(Select.Changed, "#train-model")
+    @on(Select.Changed, "#train-dataset")
+    def _form_changed(self, event) -> None:
+        event.stop()
+        self.revalidate()
+
+    def on_descendant_focus(self, event) -> None:
+        wid = getattr(event.widget, "id", None) or ""
+        if wid.startswith("cf-") and self.is_mounted:
+            name = wid[3:]
+            self.query_one("#train-field-help", Static).update(
+                Text.assemble((name, "bold"), ": ", self.form.help_for(name))
+            )
+
+    @on(Select.Changed, "#train-kind")
+    async def _kind_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        kind = str(event.value)
+        if kind == self.kind:
+            return
+        self.preflight_report = self.preflight_key = None
+        self._show_preflight()
+        await self._build_form(kind)
+        self.load_choices(kind)
+
+    @on(Select.Changed, "#train-preset")
+    def _preset_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is Select.NULL:
+            return
+        path = self.presets.get(str(event.value))
+        if path is None:
+            return
+        try:
+            values = self.engine.load_preset(path)  # a small TOML file
+        except Exception as exc:
+            self.notify(f"preset {event.value}: {_readable(exc)}", severity="error", timeout=8)
+            return
+        self.apply_values(values)
+
+    def apply_values(self, values: dict[str, Any]) -> None:
+        """Fill the pickers and the form from a config dict (a preset)."""
+        model, dataset = str(values.get("base_model", "")), str(values.get("dataset", ""))
+        picker = self.query_one("#train-model", Select)
+        options = self._model_options
+        if model and model not in [v for _, v in options]:
+            options = [*options, (model, model)]
+            self._model_options = options
+            picker.set_options(options)
+        with self.prevent(Select.Changed, Input.Changed):
+            if model:
+                picker.value = model
+            self.query_one("#train-model-path", Input).value = ""
+            self._select_dataset(dataset)
+        self.form.set_values({k: v for k, v in values.items() if k not in JOB_FIELDS})
+
+    def _select_dataset(self, spec: str) -> None:
+        """Pick the version a preset names (id or name; the newest of that name)."""
+        select = self.query_one("#train-dataset", Select)
+        wanted = next(
+            (str(v.id) for v in self.versions if spec in (str(v.id), v.name, v.path)), None
+        )
+        if wanted is None and spec:
+            self._dataset_options = [*self._dataset_options, (f"{spec} (not imported)", spec)]
+            select.set_options(self._dataset_options)
+            wanted = spec
+        if wanted is not None:
+            select.value = wanted
+
+    # ---- choices (presets, models, dataset versions) -------------------------------------
+
+    def action_refresh(self) -> None:
+        self.load_choices(self.kind)
+        self.load_queue()
+
+    @work(thread=True, exclusive=True, group="train-choices", exit_on_error=False)
+    def load_choices(self, kind: str) -> None:
+        try:
+            presets = self.engine.list_presets(kind)
+            models = [m for m in self.store.list_models() if m.kind == "hf"]
+            wanted = DATASET_KINDS.get(kind, ())
+            versions = [v for v in self.store.list_dataset_versions() if v.kind in wanted]
+        except Exception as exc:
+            self.post_message(WorkFailed("reading presets and the store", _readable(exc)))
+            return
+        self.post_message(TrainChoicesLoaded(kind, presets, models, versions))
+
+    def on_train_choices_loaded(self, message: TrainChoicesLoaded) -> None:
+        if message.kind != self.kind:
+            return
+        first = not self.choices_loaded
+        self.choices_loaded = True
+        self.presets = dict(message.presets)
+        self.versions = sorted(message.versions, key=lambda v: -v.id)  # newest first
+        models = [("demo (the demo base model)", "demo")]
+        if self.kind == "cpt":
+            models.append(("scratch (fresh weights)", "scratch"))
+        models += [(f"#{m.id} {m.name}", str(m.id)) for m in message.models]
+        self._model_options = models
+        self._dataset_options = [
+            (f"#{v.id} {v.name} · {v.rows} rows", str(v.id)) for v in self.versions
+        ]
+        model_select = self.query_one("#train-model", Select)
+        dataset_select = self.query_one("#train-dataset", Select)
+        keep_model, keep_dataset = model_select.value, dataset_select.value
+        with self.prevent(Select.Changed):
+            model_select.set_options(models)
+            values = [v for _, v in models]
+            model_select.value = keep_model if keep_model in values else values[0]
+            dataset_select.set_options(self._dataset_options)
+            if keep_dataset in [v for _, v in self._dataset_options]:
+                dataset_select.value = keep_dataset
+            elif self._dataset_options:
+                dataset_select.value = self._dataset_options[0][1]
+            preset_select = self.query_one("#train-preset", Select)
+            preset_select.set_options([(name, name) for name in self.presets])
+        default = DEFAULT_PRESETS.get(self.kind)
+        if first or default in self.presets:
+            if default in self.presets and (first or preset_select.value is Select.NULL):
+                preset_select.value = default  # posts Changed: the preset fills the form
+        self.revalidate()
+
+    # ---- pre-flight -----------------------------------------------------------------------
+
+    def action_preflight(self) -> None:
+        if self.config is None:
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        if self.preflight_running:
+            return
+        self.preflight_running = True
+        self._update_buttons()
+        self.query_one("#train-preflight", Static).update(
+            Text("Checking: reading the model config and measuring the data…", "dim")
+        )
+        self.run_preflight(self.config)
+
+    @work(thread=True, exclusive=True, group="train-preflight", exit_on_error=False)
+    def run_preflight(self, config: Any) -> None:
+        try:
+            report = self.engine.preflight(config)
+        except Exception as exc:
+            self.post_message(WorkFailed("pre-flight", _readable(exc)))
+            self.post_message(PreflightReady(config.to_dict(), {}))
+            return
+        self.post_message(PreflightReady(config.to_dict(), report))
+
+    def on_preflight_ready(self, message: PreflightReady) -> None:
+        self.preflight_running = False
+        self.preflight_report = message.report or None
+        self.preflight_key = _key(message.config) if message.report else None
+        self._show_preflight()
+        self._update_buttons()
+
+    def _show_preflight(self) -> None:
+        panel = self.query_one("#train-preflight", Static)
+        if self.preflight_report is None:
+            panel.update(Text("Not checked yet: ^t measures the job before it runs.", "dim"))
+            return
+        stale = self.preflight_key != self.config_key
+        panel.update(preflight_text(self.preflight_report, stale=stale))
+
+    # ---- start / queue --------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        self._submit(start=True)
+
+    def action_queue(self) -> None:
+        self._submit(start=False)
+
+    def _submit(self, start: bool) -> None:
+        if self.config is None:
+            self.notify("Fix the fields marked in red first.", severity="warning")
+            return
+        if self.refused:
+            self.notify("Pre-flight refused this job; see the reasons on the right.",
+                        severity="error")
+            return
+        if self.submitting:
+            return
+        self.submitting = True
+        self._update_buttons()
+        self.submit_job(self.config, start)
+
+    @work(thread=True, group="train-submit", exit_on_error=False)
+    def submit_job(self, config: Any, start: bool) -> None:
+        try:
+            run = self.engine.submit(config, start=start)
+        except Exception as exc:
+            report = getattr(exc, "report", None)
+            if isinstance(report, dict):
+                self.post_message(PreflightReady(config.to_dict(), report))
+                self.post_message(JobRefused(report))
+            else:
+                self.post_message(WorkFailed("starting the job", _readable(exc)))
+                self.post_message(JobRefused({}))
+            return
+        self.post_message(JobSubmitted(run, started=run.status == "running"))
+
+    def on_job_refused(self, message: JobRefused) -> None:
+        self.submitting = False
+        self._update_buttons()
+        if message.report:
+            self.notify("Pre-flight refused the job; see the reasons on the right.",
+                        severity="error", timeout=8)
+
+    def on_job_submitted(self, message: JobSubmitted) -> None:
+        self.submitting = False
+        self._update_buttons()
+        run = message.run
+        what = "started" if message.started else "queued"
+        self.notify(f"run #{run.id} {what}")
+        self.watch_run(run)
+        self.load_queue()
+
+    # ---- the queue ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="train-queue", exit_on_error=False)
+    def load_queue(self) -> None:
+        try:
+            runs = queue_runs(self.store)
+        except Exception as exc:
+            self.post_message(WorkFailed("reading the runs", _readable(exc)))
+            return
+        self.post_message(QueueLoaded(runs))
+
+    def on_queue_loaded(self, message: QueueLoaded) -> None:
+        table = self.query_one("#train-queue", DataTable)
+        self.queue = message.runs
+        watched = self.monitor.run_id
+        with self.prevent(DataTable.RowHighlighted):
+            table.clear()
+            for run in self.queue:
+                table.add_row(*queue_cells(run), key=str(run.id))
+        ids = [r.id for r in self.queue]
+        if watched in ids:
+            table.move_cursor(row=ids.index(watched), animate=False)
+            self.monitor.show_run(self.queue[ids.index(watched)])
+        elif self.queue and watched is None:
+            running = [r for r in self.queue if r.status == "running"]
+            self.watch_run(running[0] if running else self.queue[0])
+
+    @on(DataTable.RowHighlighted, "#train-queue")
+    def _queue_row(self, event: DataTable.RowHighlighted) -> None:
+        run = self.selected_run
+        if run is not None and run.id != self.monitor.run_id:
+            self.watch_run(run)
+
+    @property
+    def selected_run(self) -> Any:
+        table = self.query_one("#train-queue", DataTable)
+        if not self.queue or table.cursor_row is None or table.cursor_row >= len(self.queue):
+            return None
+        return self.queue[table.cursor_row]
+
+    def watch_run(self, run: Any) -> None:
+        self.monitor.show_run(run)
+        if run.id in self.app_progress:
+            self.monitor.show_progress(self.app_progress[run.id])
+        self.load_metrics(run.id)
+
+    # ---- live progress --------------------------------------------------------------------
+
+    def on_run_progress(self, message: RunProgress) -> None:
+        self.progress_messages += 1
+        progress = message.progress
+        known = {r.id: r.status for r in self.queue}
+        if known.get(message.run_id) != progress.get("status"):
+            self.load_queue()  # a new run, or one that changed status
+        if self.monitor.run_id is None and progress.get("status") == "running":
+            self.watch_run(SimpleNamespace(id=message.run_id, **{
+                k: progress.get(k) for k in ("status", "name", "kind", "error")
+            }))
+            return
+        if message.run_id == self.monitor.run_id:
+            self.monitor.show_progress(progress)
+            self.load_metrics(message.run_id)
+
+    @work(thread=True, exclusive=True, group="train-metrics", exit_on_error=False)
+    def load_metrics(self, run_id: int) -> None:
+        try:
+            data = run_metrics(self.store, run_id)
+        except Exception as exc:
+            self.post_message(WorkFailed(f"reading run #{run_id}", _readable(exc)))
+            return
+        self.post_message(RunMetricsReady(run_id, data))
+
+    def on_run_metrics_ready(self, message: RunMetricsReady) -> None:
+        self.monitor.show_metrics(message.data)
+
+    # ---- cancel / resume ------------------------------------------------------------------
+
+    def action_cancel_run(self) -> None:
+        run = self.selected_run
+        if run is None or run.status not in CANCELLABLE:
+            self.notify("Pick a queued or running run in the list to cancel.", severity="warning")
+            return
+        what = (
+            "It stops at the next step and writes a last checkpoint, so it can be resumed."
+            if run.status == "running"
+            else "It leaves the queue without starting."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_job(run.id)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Cancel run #{run.id} {run.name or ''}? {what}", yes="Cancel run"),
+            answered,
+        )
+
+    @work(thread=True, group="train-cancel", exit_on_error=False)
+    def cancel_job(self, run_id: int) -> None:
+        try:
+            self.engine.cancel_run(run_id)
+        except Exception as exc:
+            self.post_message(WorkFailed(f"cancelling run #{run_id}", _readable(exc)))
+            return
+        self.post_message(QueueLoaded(queue_runs(self.store)))
+
+    def action_resume_run(self) -> None:
+        run = self.selected_run
+        if run is None or run.status not in RESUMABLE:
+            self.notify("Pick a cancelled, interrupted or failed run in the list to resume.",
+                        severity="warning")
+            return
+        self.resume_job(run.id)
+
+    @work(thread=True, group="train-resume", exit_on_error=False)
+    def resume_job(self, run_id: int) -> None:
+        try:
+            run = self.engine.resume_run(run_id)
+        except Exception as exc:
+            self.post_message(WorkFailed(f"resuming run #{run_id}", _readable(exc)))
+            return
+        self.post_message(JobSubmitted(run, started=run.status == "running"))
+
+    # ---- buttons and errors ---------------------------------------------------------------
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {
+            "train-preflight-button": self.action_preflight,
+            "train-start": self.action_start,
+            "train-queue-button": self.action_queue,
+        }
+        if event.button.id in actions:
+            event.stop()
+            actions[event.button.id]()
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        if message.what == "pre-flight":
+            self.preflight_running = False
+            self._update_buttons()
+        self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)

@@ -1,0 +1,193 @@
+"""The live view of one run: status, step/total bar, the numbers that matter, loss curves and the
+answers to the sample prompts at the latest checkpoint.
+
+Two inputs, both applied on the event loop by the screen's message handlers:
+`show_progress(progress)` — the poll worker's dict (step, total, ETA, latest loss, tokens/s) —
+and `show_metrics(data)` — curves, last values and samples read from the store in a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ProgressBar, Static
+
+from tuiapp.widgets.loss_chart import LossChart
+
+STATUS_STYLE = {
+    "running": "bold #5fafff",
+    "queued": "dim",
+    "completed": "bold green",
+    "failed": "bold red",
+    "interrupted": "bold yellow",
+    "cancelled": "yellow",
+}
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def number(value: Any, spec: str = ".4g") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+class RunMonitor(Vertical):
+    """`show_progress(dict)`, `show_metrics(dict)`, `show_run(run)`, `clear(text)`."""
+
+    DEFAULT_CSS = """
+    RunMonitor { height: 1fr; }
+    RunMonitor #mon-head { height: auto; }
+    RunMonitor #mon-bar-row { height: 1; }
+    RunMonitor #mon-bar { width: auto; }
+    RunMonitor #mon-bar Bar { width: 24; }
+    RunMonitor #mon-step { width: 1fr; padding-left: 1; }
+    RunMonitor #mon-stats { height: auto; }
+    RunMonitor #mon-chart { height: 1fr; min-height: 5; }
+    RunMonitor #mon-samples { height: auto; max-height: 8; }
+    RunMonitor #mon-error { color: $error; height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run_id: int | None = None
+        self.status: str | None = None
+        self.step: int | None = None
+        self.total: int | None = None
+        self.progress: dict[str, Any] = {}
+        self.last_values: dict[str, float] = {}
+        self.samples: list[tuple[str, str]] = []
+        self.updates = 0  # progress updates drawn (coalesced messages count once)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="mon-head")
+        yield Static("", id="mon-error")
+        with Horizontal(id="mon-bar-row"):
+            # No ETA widget of its own: Textual's is wall-clock based; the job's ETA is shown.
+            yield ProgressBar(total=None, show_eta=False, id="mon-bar")
+            yield Static("", id="mon-step")
+        yield Static("", id="mon-stats")
+        yield LossChart(id="mon-chart")
+        yield Static("", id="mon-samples")
+
+    def on_mount(self) -> None:
+        self.clear("No run selected. Start or queue a job, or pick a run in the queue.")
+
+    # ---- what is shown ----------------------------------------------------------------------
+
+    def clear(self, text: str) -> None:
+        self.run_id = self.status = self.step = self.total = None
+        self.progress, self.last_values, self.samples = {}, {}, []
+        self.query_one("#mon-head", Static).update(Text(text, style="dim"))
+        self.query_one("#mon-error").display = False
+        self.query_one("#mon-bar-row").display = False
+        self.query_one("#mon-stats", Static).update("")
+        self.query_one("#mon-chart", LossChart).set_series([], [])
+        self.query_one("#mon-chart").display = False
+        self.query_one("#mon-samples", Static).update("")
+
+    def show_run(self, run: Any) -> None:
+        """Start watching `run` (a store row): resets what belonged to the previous run."""
+        if run.id != self.run_id:
+            self.clear("")
+            self.run_id = run.id
+        self.status = run.status
+        self.progress.setdefault("name", run.name)
+        self.progress.setdefault("kind", run.kind)
+        self.progress["status"] = run.status
+        self.progress["error"] = run.error
+        self.query_one("#mon-bar-row").display = True
+        self.query_one("#mon-chart").display = True
+        self._draw()
+
+    def show_progress(self, progress: dict[str, Any]) -> None:
+        """The poll worker's latest for this run; keys left None keep their last value."""
+        if progress.get("run_id") != self.run_id:
+            return
+        self.updates += 1
+        for key, value in progress.items():
+            if value is not None or key in ("error",):
+                self.progress[key] = value
+        self.status = self.progress.get("status", self.status)
+        self._draw()
+
+    def show_metrics(self, data: dict[str, Any]) -> None:
+        """Curves and last values from the store (`series`, `last`, `samples`, `sample_step`)."""
+        if data.get("run_id") != self.run_id:
+            return
+        series = data.get("series", {})
+        self.last_values = dict(data.get("last", {}))
+        self.samples = list(data.get("samples", []))
+        self.query_one("#mon-chart", LossChart).set_series(
+            series.get("loss", []), series.get("eval_loss", []), self.total
+        )
+        if self.step is None and data.get("last_step") is not None:
+            self.step = data["last_step"]
+        self._draw()
+        samples = Text()
+        if self.samples:
+            samples.append(f"samples at step {data.get('sample_step')}\n", style="bold")
+            for i, (prompt, output) in enumerate(self.samples):
+                samples.append(prompt, style="bold")
+                samples.append(" → ")
+                samples.append(output or "(empty)", style="" if output else "dim")
+                if i < len(self.samples) - 1:
+                    samples.append("\n")
+        else:
+            samples.append("no samples yet (answers appear at each checkpoint)", style="dim")
+        self.query_one("#mon-samples", Static).update(samples)
+
+    def _draw(self) -> None:
+        p = self.progress
+        step, total = p.get("step"), p.get("total_steps")
+        if step is not None:
+            self.step = step
+        if total:
+            self.total = total
+        status = self.status or "?"
+        head = Text()
+        head.append(f"run #{self.run_id} ", style="bold")
+        head.append(f"{p.get('name') or p.get('kind') or ''} · ")
+        head.append(status, style=STATUS_STYLE.get(status, ""))
+        if status == "running" and p.get("phase"):
+            head.append(f" · {p['phase']}", style="dim")
+        self.query_one("#mon-head", Static).update(head)
+        error = p.get("error")
+        box = self.query_one("#mon-error", Static)
+        box.display = bool(error) and status != "running"
+        box.update(Text(f"error: {error}") if error else "")
+        bar = self.query_one("#mon-bar", ProgressBar)
+        bar.update(total=self.total, progress=self.step or 0)
+        where = f"step {self.step if self.step is not None else '–'}"
+        if self.total:
+            where += f" / {self.total}"
+        self.query_one("#mon-step", Static).update(where)
+        last = self.last_values
+        loss = p.get("loss", last.get("loss"))
+        eval_loss = p.get("eval_loss", last.get("eval_loss"))
+        tps = p.get("tokens_per_s", last.get("tokens_per_s"))
+        memory = last.get("memory_mb")
+        eta = clock(p.get("eta_s")) if status == "running" else "–"
+        cells = [
+            [("loss", number(loss)), ("eval", number(eval_loss)),
+             ("lr", number(last.get("learning_rate"), ".2e")),
+             ("gnorm", number(last.get("grad_norm"), ".3g"))],
+            [("tok/s", number(tps, ",.0f")), ("ETA", eta),
+             ("mem", "–" if memory is None else f"{memory:,.0f} MiB"),
+             ("epoch", number(last.get("epoch"), ".2f"))],
+        ]
+        stats = Text()
+        for i, row in enumerate(cells):
+            for j, (label, value) in enumerate(row):
+                stats.append(f"{label} ", style="bold")
+                # 13 cells a value: four fit the narrowest monitor (52 columns)
+                stats.append(value.ljust(12 - len(label)) if j < len(row) - 1 else value)
+            if i < len(cells) - 1:
+                stats.append("\n")
+        self.query_one("#mon-stats", Static).update(stats)
