@@ -95,7 +95,7 @@ def test_adapter_on_shared_base_equals_merged_model(world, backend, tmp_path):
 def test_base_with_adapters_disabled_equals_plain_base(world, backend):
     plain = TransformersBackend(world["base"], device="cpu")
     expected = text_of(plain.generate(None, PROMPT, GREEDY))
-    backend.generate  # the shared backend has adapters loaded by now (or loads one here)
+    # the shared backend has an adapter loaded and active: base must still be the plain base
     list(backend.generate(world["adapters"][1], PROMPT, GREEDY))
     assert text_of(backend.generate(None, PROMPT, GREEDY)) == expected
 

@@ -111,7 +111,6 @@ class TransformersBackend:
 
     def __init__(self, base_dir: str | Path, load_in_4bit: bool = False, device: str = "auto",
                  adapter_cache_size: int = 4, dtype: str = "auto"):
-        import torch
         from transformers import AutoModelForCausalLM
 
         from . import modeling
