@@ -47,18 +47,22 @@ def make_base(folder: Path, seed: int = 0) -> Path:
 
 
 def make_adapter(base: Path, folder: Path, seed: int) -> Path:
-    """A LoRA adapter whose B matrices are perturbed (fresh LoRA B is zero: a no-op adapter)."""
+    """A LoRA adapter whose B matrices are perturbed (fresh LoRA B is zero: a no-op adapter),
+    with trainable rows for the template tokens as SFT's train_template_tokens default makes."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            task_type="CAUSAL_LM"))
+                                            trainable_token_indices=[1, 2], task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
+            elif "trainable_tokens_delta" in name:
+                p.normal_(0, 1.0)
+    assert any("trainable_tokens" in n for n, _ in peft.named_parameters())
     peft.save_pretrained(str(folder))
     return folder
 
@@ -259,3 +263,21 @@ def test_generator_stores_every_generation(world, backend):
     assert rows[1].tokens == final.tokens and rows[1].params["max_new_tokens"] == 8
     assert rows[0].output == adapter_answer.text and final.meta["generation_id"] == rows[1].id
     assert json.dumps(rows[0].params)  # JSON-able
+
+
+def test_two_threads_share_one_backend_and_take_turns(world, backend):
+    """Compare panes run one worker each; the backend's lock keeps adapters from switching
+    under a running generation, so each thread gets exactly its sequential answer."""
+    refs = [None, world["adapters"][0]]
+    expected = [text_of(backend.generate(r, PROMPT, GREEDY)) for r in refs]
+    got: dict[int, str] = {}
+
+    def work(i):
+        got[i] = text_of(backend.generate(refs[i], PROMPT, GREEDY))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [got[0], got[1]] == expected
