@@ -63,7 +63,7 @@ def _decode_loop(step, first_logits, prompt_len: int, stream: TextStream, stop_i
             break
         if n < budget:
             logits = step(token)
-    tail = stream._flush()
+    tail = stream.flush()
     if tail:
         yield Chunk(tail, tokens=n)
     latency = time.perf_counter() - t0

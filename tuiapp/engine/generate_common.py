@@ -110,7 +110,7 @@ class TextStream:
             at = text.find(s)
             if at != -1:
                 self.text = text[:at]
-                return self._flush(), True
+                return self.flush(), True
         self.text = text
         safe = len(text)
         if text.endswith("\ufffd"):
@@ -129,7 +129,7 @@ class TextStream:
         self.shown = upto
         return piece
 
-    def _flush(self) -> str:
+    def flush(self) -> str:
         return self._take(len(self.text))
 
 
