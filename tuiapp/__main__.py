@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from tuiapp.cli import data_cmd, demo_cmd, export_cmd, runs_cmd, stubs, train_cmd
+from tuiapp.cli import (
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    generate_cmd,
+    runs_cmd,
+    stubs,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="tuneloop",
@@ -21,8 +28,8 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(runs_cmd.app, name="runs")
 app.command("export")(export_cmd.export)
-app.command("generate", context_settings=stubs._PASSTHROUGH)(stubs.generate_cmd)
-app.command("eval", context_settings=stubs._PASSTHROUGH)(stubs.eval_cmd)
+app.command("generate")(generate_cmd.generate)
+app.command("eval")(eval_cmd.eval_models)
 app.add_typer(stubs.labels_app, name="labels")
 app.add_typer(demo_cmd.app, name="demo")
 
@@ -38,7 +45,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    home: Optional[str] = typer.Option(
+    home: str | None = typer.Option(
         None,
         "--home",
         envvar="TUNELOOP_HOME",

@@ -42,13 +42,3 @@ labels_app = _group(
         "stats": "Label counts, agreement and win-rates.",
     },
 )
-
-
-def generate_cmd(ctx: typer.Context) -> None:
-    """Generate an answer from a model (base, a run id, a folder or a GGUF file)."""
-    missing("generate", "the generation backends of the compare engine")
-
-
-def eval_cmd(ctx: typer.Context) -> None:
-    """Run a prompt set through models and score the answers."""
-    missing("eval", "batch evaluation")
