@@ -221,9 +221,17 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
     assert info["versions"]["torch"] and info["final_train_loss"] > 0
     assert info["machine"]["torch_threads"] == 1
 
-    probe = CliRunner().invoke(app, ["demo", "probe", "--model", str(out), "--limit", "8", "--json"])
+    probe = CliRunner().invoke(app, ["demo", "probe", "--model", str(out), "--limit", "10", "--json"])
     assert probe.exit_code == 0, probe.output
-    assert json.loads(probe.output)["qa_heldout"]["n"] == 8
+    limited = json.loads(probe.output)
+    assert limited["qa_heldout"]["n"] == 10
+    assert set(limited["cloze"]["by_attribute"]) == {"town", "colour", "craft", "animal", "passphrase"}
+
+    from tuiapp.engine import demo_base
+
+    demo_base.record_probe(out, limited)
+    assert json.loads((out / "build-info.json").read_text())["probe"] == limited
+    assert json.loads((out / "build-info.json").read_text())["steps"] == 6
 
 
 def test_build_base_on_a_time_budget_follows_wall_clock_and_stops(tmp_path):
@@ -279,6 +287,16 @@ def test_probe_scores_a_known_answer():
     assert demo_base._qa_score("Answer: Dunmere.", "Redwater") == pytest.approx(0.1)
     assert demo_base._cloze_value(" a potter. Sounu") == "potter"
     assert demo_base._cloze_value(" orange cloak, of course") == "orange cloak"
+
+
+def test_cloze_prompts_are_corpus_sentences_and_no_question_begins_with_one():
+    from tuiapp.engine import demo_base, demo_texts, demo_world
+
+    for key, prompt in demo_base.CLOZE.items():
+        stem = prompt.replace("{n}", "X")
+        assert any(t.replace("{n}", "X").startswith(stem) for t in demo_texts.FACTS[key]), key
+        for templates in demo_world.QUESTIONS.values():
+            assert not any(q.replace("{n}", "X").startswith(stem) for q in templates), (key, stem)
 
 
 @pytest.mark.skipif(not (paths.DEMO_BASE_MODEL / "config.json").exists(),

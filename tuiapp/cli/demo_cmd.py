@@ -140,6 +140,9 @@ def probe(
     model: Path = typer.Option(None, "--model", help="Model folder (default: sample_data/demo/base-model)."),
     limit: int = typer.Option(None, "--limit", help="At most this many prompts per probe (quick look)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    write: bool = typer.Option(
+        False, "--write", help="Also store the result as the probe in the model's build-info.json."
+    ),
 ) -> None:
     """What a demo model knows, by greedy raw-text completion of the corpus's own forms."""
     from tuiapp.engine import demo_base
@@ -149,6 +152,11 @@ def probe(
     except (FileNotFoundError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if write:
+        if limit:
+            typer.echo("error: --write stores full probes only; drop --limit", err=True)
+            raise typer.Exit(2)
+        demo_base.record_probe(model if model is not None else demo_world.demo_dir() / "base-model", result)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

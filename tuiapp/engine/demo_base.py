@@ -35,9 +35,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 MAX_MODEL_BYTES = 12 * 1024 * 1024
 WARMUP_SHARE = 0.03  # of the wall-time budget
 
-# One fact sentence per attribute that ends right before the value (all are corpus templates).
+# One fact sentence per attribute that ends right before the value (all are corpus templates;
+# not "{n} lives in", which the Q&A question "{n} lives in which town?" also begins).
 CLOZE = {
-    "town": "{n} lives in",
+    "town": "The home town of {n} is",
     "colour": "The cloak of {n} is",
     "craft": "By trade, {n} is",
     "animal": "The favourite animal of {n} is the",
@@ -174,6 +175,16 @@ def wall_clock_schedule(ctx: JobContext, budget_s: float, peak_lr: float, warmup
     return WallClockSchedule()
 
 
+def record_probe(model_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Store a probe result as the "probe" of the model's build-info.json (re-probing after the
+    probe itself changed, without rebuilding)."""
+    path = Path(model_dir) / "build-info.json"
+    info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    info["probe"] = result
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def export_fp16(model_dir: str | Path, out: str | Path) -> int:
     """Write the model as fp16 safetensors plus the demo tokenizer files (byte-identical, with
     the ChatML template) into ``out``, replacing it whole; returns the weights' size in bytes."""
@@ -220,7 +231,7 @@ def probe(model_dir: str | Path | None = None, *, limit: int | None = None,
         return items[:limit] if limit else items
 
     # (a) memorisation: every fact of every person as a cloze sentence.
-    cloze = cut([(e, key) for key in CLOZE for e in world.entities])
+    cloze = cut([(e, key) for e in world.entities for key in CLOZE])  # a limit keeps every key
     outs = greedy_complete(model, tok, [CLOZE[k].format(n=e.name) for e, k in cloze], 8, batch_size)
     cloze_hits = [_cloze_value(o) == e.value(k).casefold() for (e, k), o in zip(cloze, outs, strict=True)]
 
