@@ -1,0 +1,101 @@
+"""One model's answer in a Compare pane: a title, the streamed text, and its figures.
+
+The pane only draws what it is told (the screen's message handlers call it); the text always
+arrives whole (the worker accumulates it), so a coalesced update never loses a token.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
+
+
+def figures_line(tokens: int, latency_s: float | None = None, first_token_s: float | None = None,
+                 tokens_per_s: float | None = None, finish_reason: str | None = None) -> str:
+    parts = [f"{tokens} tok"]
+    if tokens_per_s is not None:
+        parts.append(f"{tokens_per_s:.1f} tok/s")
+    if first_token_s is not None:
+        parts.append(f"first {first_token_s:.2f}s")
+    if latency_s is not None:
+        parts.append(f"total {latency_s:.2f}s")
+    if finish_reason:
+        parts.append(finish_reason)
+    return " · ".join(parts)
+
+
+class OutputPane(Vertical):
+    """States: idle → streaming → done | failed | cancelled. `text` is what is shown."""
+
+    DEFAULT_CSS = """
+    OutputPane { width: 1fr; height: 1fr; border: round $panel; padding: 0 1; }
+    OutputPane.-streaming { border: round $primary; }
+    OutputPane.-failed { border: round $error; }
+    OutputPane .pane-title { height: 1; text-style: bold; color: $accent; }
+    OutputPane .pane-body { height: 1fr; }
+    OutputPane .pane-figures { height: 1; color: $text-muted; }
+    OutputPane.-failed .pane-figures { color: $error; }
+    """
+
+    def __init__(self, title: str = "", *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.title_text = title
+        self.text = ""
+        self.state = "idle"
+        self.figures: dict = {}
+        self.error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.title_text), classes="pane-title")
+        with VerticalScroll(classes="pane-body"):
+            yield Static("", classes="pane-text")
+        yield Static("", classes="pane-figures")
+
+    def set_title(self, title: str) -> None:
+        self.title_text = title
+        if self.is_mounted:
+            self.query_one(".pane-title", Static).update(Text(title))
+
+    def start(self) -> None:
+        self.text, self.figures, self.error = "", {}, None
+        self._state("streaming")
+        self._draw("waiting for the model…")
+
+    def show_progress(self, text: str, tokens: int, elapsed_s: float) -> None:
+        self.text = text
+        rate = tokens / elapsed_s if elapsed_s > 0 else None
+        self._draw(figures_line(tokens, tokens_per_s=rate) + " · streaming")
+
+    def finish(self, text: str, figures: dict) -> None:
+        self.text, self.figures = text, dict(figures)
+        cancelled = figures.get("finish_reason") == "cancelled"
+        self._state("cancelled" if cancelled else "done")
+        self._draw(figures_line(figures.get("tokens", 0), figures.get("latency_s"),
+                                figures.get("first_token_s"), figures.get("tokens_per_s"),
+                                figures.get("finish_reason")))
+
+    def fail(self, error: str) -> None:
+        self.error = error
+        self._state("failed")
+        self._draw(error)
+
+    def show(self, text: str, figures_text: str = "") -> None:
+        """A finished answer from elsewhere (a batch evaluation's output)."""
+        self.text = text
+        self._state("done")
+        self._draw(figures_text)
+
+    def _state(self, state: str) -> None:
+        self.remove_class(f"-{self.state}")
+        self.state = state
+        self.add_class(f"-{state}")
+
+    def _draw(self, figures_text: str) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one(".pane-text", Static).update(Text(self.text))
+        self.query_one(".pane-figures", Static).update(Text(figures_text))
+        if self.state == "streaming":
+            self.query_one(".pane-body", VerticalScroll).scroll_end(animate=False)
