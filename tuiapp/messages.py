@@ -200,3 +200,88 @@ class RunMetricsReady(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunMetricsReady) and message.run_id == self.run_id
+
+
+# ---- compare (side-by-side panes, batch evaluation, blind mode) --------------------------------
+
+
+class CompareChoicesLoaded(Message):
+    """What the Compare pickers offer: models [(label, ref)], prompt history [(prompt, system)],
+    prompt sets [(label, spec)] and stored evaluations (rows), read off the event loop."""
+
+    def __init__(self, models: list, history: list, prompt_sets: list, evaluations: list) -> None:
+        super().__init__()
+        self.models = models
+        self.history = history
+        self.prompt_sets = prompt_sets
+        self.evaluations = evaluations
+
+
+class PaneChunk(Message):
+    """The text a pane's worker has accumulated so far. Coalesces per pane and generation: a
+    burst of tokens is drawn once, with the newest text (the worker keeps the whole answer)."""
+
+    def __init__(self, pane: str, gen: int, text: str, tokens: int, elapsed_s: float) -> None:
+        super().__init__()
+        self.pane = pane
+        self.gen = gen
+        self.text = text
+        self.tokens = tokens
+        self.elapsed_s = elapsed_s
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PaneChunk) and (message.pane, message.gen) == (self.pane, self.gen)
+
+
+class PaneDone(Message):
+    """A pane's answer finished: the whole text and the figures of the final chunk
+    (tokens, latency_s, first_token_s, tokens_per_s, finish_reason, generation_id, ref, label)."""
+
+    def __init__(self, pane: str, gen: int, text: str, figures: dict) -> None:
+        super().__init__()
+        self.pane = pane
+        self.gen = gen
+        self.text = text
+        self.figures = figures
+
+
+class PaneFailed(Message):
+    """A pane's generation raised; `error` is for people."""
+
+    def __init__(self, pane: str, gen: int, error: str) -> None:
+        super().__init__()
+        self.pane = pane
+        self.gen = gen
+        self.error = error
+
+
+class EvalProgress(Message):
+    """Batch evaluation progress (answers done of total); coalesces to the newest."""
+
+    def __init__(self, done: int, total: int, ref: str) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+        self.ref = ref
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, EvalProgress)
+
+
+class EvalFinished(Message):
+    """`engine.run_eval(...)` returned (or a stored evaluation was opened): its result dict."""
+
+    def __init__(self, result: dict) -> None:
+        super().__init__()
+        self.result = result
+
+
+class BlindRecorded(Message):
+    """A blind choice is in the store as label task `task_id` with label event `label_id`."""
+
+    def __init__(self, task_id: int, label_id: int, choice: str, swapped: bool) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.label_id = label_id
+        self.choice = choice
+        self.swapped = swapped

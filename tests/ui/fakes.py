@@ -187,3 +187,120 @@ class FakeEngine:
 
 
 FakeTrainingEngine = FakeEngine  # the name the Train tests read best with
+
+
+# ---- Compare: a scripted streaming backend ----------------------------------------------------
+
+
+@dataclass
+class FakeChunk:
+    """Shaped like tuiapp.engine.generate_common.Chunk."""
+
+    text: str
+    done: bool = False
+    tokens: int = 0
+    latency_s: float | None = None
+    first_token_s: float | None = None
+    tokens_per_s: float | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FakeModelRef:
+    ref: str
+    label: str
+    run_id: int | None = None
+
+
+class FakeCompareEngine(FakeEngine):
+    """Answers are scripted per REF (text, or a function of the prompt) and streamed one word
+    per chunk with `delay` seconds between words, as the real generator streams tokens. With
+    `hold` set, every stream stops after its first word until the event is set, so a test can
+    look at (and type into) the screen mid-stream. Finished answers are stored like the real
+    Generator stores them."""
+
+    def __init__(self, answers: dict[str, Any], choices: list[tuple[str, str]] | None = None,
+                 delay: float = 0.005, hold: threading.Event | None = None,
+                 failing: dict[str, str] | None = None, fixed_timing: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fixed_timing = fixed_timing   # figures from the word count alone (snapshots)
+        self.answers = dict(answers)
+        self.choices = list(choices if choices is not None else [(ref, ref) for ref in answers])
+        self.delay = delay
+        self.hold = hold
+        self.failing = dict(failing or {})   # REF -> the error its generation raises
+        self.streams: list[tuple[str, str, dict, str | None]] = []
+        self.finished: list[tuple[str, str]] = []   # (ref, finish_reason) in finishing order
+        self._lock = threading.Lock()
+
+    def _answer(self, ref: str, prompt: Any) -> str:
+        answer = self.answers[ref]
+        return answer(prompt) if callable(answer) else answer
+
+    def model_choices(self, store):
+        self.calls.append(("model_choices", None))
+        return list(self.choices)
+
+    def generate_stream(self, ref, prompt, params=None, system=None, cancel=None):
+        import time
+
+        with self._lock:
+            self.streams.append((ref, prompt, dict(params or {}), system))
+        if ref in self.failing:
+            raise ValueError(self.failing[ref])
+        if ref not in self.answers:
+            raise ValueError(f"unknown model REF {ref!r}")
+        words = self._answer(ref, prompt).split(" ")
+        limit = (params or {}).get("max_new_tokens") or len(words)
+        t0 = time.perf_counter()
+        first, n, reason, shown = None, 0, "eos", []
+        for i, word in enumerate(words[:limit]):
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            time.sleep(self.delay)
+            n += 1
+            first = first if first is not None else time.perf_counter() - t0
+            piece = word if i == 0 else " " + word
+            shown.append(piece)
+            yield FakeChunk(piece, tokens=n)
+            if i == 0 and self.hold is not None:
+                self.hold.wait(10)
+        else:
+            reason = "length" if limit < len(words) else "eos"
+        text = "".join(shown)
+        latency = time.perf_counter() - t0
+        if self.fixed_timing:
+            first, latency = 0.05, 0.05 + 0.02 * n
+        final = FakeChunk(text, done=True, tokens=n, latency_s=latency, first_token_s=first,
+                          tokens_per_s=n / latency if latency else None, finish_reason=reason,
+                          meta={"ref": ref, "label": dict((r, lab) for lab, r in self.choices).get(ref, ref)})
+        if self.store is not None:
+            row = self.store.add_generation(ref, str(prompt), text, params=dict(params or {}),
+                                            latency_s=latency, tokens=n, system=system)
+            final.meta["generation_id"] = row.id
+        with self._lock:
+            self.finished.append((ref, reason))
+        yield final
+
+    # batch evaluation: the real evaluate.run_eval over a generator answering from the script
+    def resolve(self, ref):
+        if ref not in self.answers:
+            raise ValueError(f"unknown model REF {ref!r}")
+        label = dict((r, lab) for lab, r in self.choices).get(ref, ref)
+        return FakeModelRef(ref, label)
+
+    def complete(self, model_ref, prompt, params=None, system=None, store_result=True):
+        text = self._answer(model_ref.ref, prompt)
+        n = len(text.split())
+        return FakeChunk(text, done=True, tokens=n, latency_s=0.01 * n, finish_reason="eos")
+
+    def run_eval(self, refs, prompts, scorers=None, params=None, limit=None, progress=None):
+        from tuiapp.engine import evaluate
+
+        self.calls.append(("run_eval", (list(refs), str(prompts), scorers, limit)))
+        return evaluate.run_eval(self, refs, prompts, scorers=scorers or None, params=params,
+                                 limit=limit, progress=progress, store=self.store)

@@ -296,6 +296,81 @@ class Engine:
             return [_progress_dict(run, runner.progress(run.id)) for run in report.values()]
 
 
+    # ---- generation and evaluation (Compare) --------------------------------------------------
+
+    def generator(self) -> Any:
+        """The one Generator of this app (created on first use; loads models lazily). Every
+        Compare pane and batch evaluation shares it, so "base" and the runs on it share one
+        loaded base model."""
+        with self._runner_lock:
+            if getattr(self, "_generator", None) is None:
+                from tuiapp.engine.generate import Generator
+
+                self._generator = Generator(self._store, self._home)
+            return self._generator
+
+    def use_generator(self, generator: Any) -> None:
+        """Hand the engine a Generator built elsewhere (the benchmark, a custom base folder)."""
+        with self._runner_lock:
+            self._generator = generator
+
+    def close_generator(self) -> None:
+        """Free the loaded models (llama.cpp must be closed before interpreter exit)."""
+        with self._runner_lock:
+            generator, self._generator = getattr(self, "_generator", None), None
+        if generator is not None:
+            generator.close()
+
+    def generate_stream(self, ref: str, prompt: Any, params: Any = None, system: str | None = None,
+                        cancel: threading.Event | None = None) -> Any:
+        """Stream Chunks of `ref`'s answer (stored when finished; the last chunk's meta has the
+        generation id). `params` is a GenerationParams or a dict of its fields."""
+        from tuiapp.engine.generate import GenerationParams
+
+        if params is None or isinstance(params, dict):
+            params = GenerationParams(**(params or {}))
+        return self.generator().generate(ref, prompt, params, system=system or None, cancel=cancel)
+
+    def run_eval(self, refs: list[str], prompts: Any, scorers: list[str] | None = None,
+                 params: Any = None, limit: int | None = None, progress: Any = None) -> dict:
+        """Batch evaluation through the shared Generator; stored as an evaluation (see
+        evaluate.run_eval for the result's shape)."""
+        from tuiapp.engine import evaluate
+        from tuiapp.engine.generate import GenerationParams
+
+        if params is None or isinstance(params, dict):
+            params = GenerationParams(**(params or {}))
+        return evaluate.run_eval(self.generator(), refs, prompts, scorers=scorers or None,
+                                 params=params, limit=limit, progress=progress)
+
+    def model_choices(self, store: Any) -> list[tuple[str, str]]:
+        """What a Compare pane can answer as: [(label, REF)] — the base model, runs that saved
+        a model, and GGUF/HF/adapter models and GGUF exports in the store. Paths only, no loads."""
+        from tuiapp import paths
+
+        choices: list[tuple[str, str]] = []
+        if (paths.DEMO_BASE_MODEL / "config.json").exists():
+            choices.append(("base (demo base model)", "base"))
+        for run in store.list_runs(status="completed"):
+            out = Path(run.output_dir) if run.output_dir else None
+            if out is not None and (out / "final").is_dir():
+                name = f" {run.name}" if run.name else ""
+                choices.append((f"run {run.id}{name} ({run.kind})", f"run:{run.id}"))
+        base = str(paths.DEMO_BASE_MODEL.resolve())
+        seen = {base}
+        for model in store.list_models():
+            if model.path in seen or not Path(model.path).exists():
+                continue
+            seen.add(model.path)
+            choices.append((f"{model.name} ({model.kind}, model {model.id})", f"model:{model.id}"))
+        list_exports = getattr(store, "list_exports", None)
+        for export in list_exports() if list_exports else []:
+            if export.format == "gguf" and export.status == "ok" and export.path not in seen \
+                    and Path(export.path).is_file():
+                seen.add(export.path)
+                choices.append((f"{Path(export.path).name} (GGUF export)", export.path))
+        return choices
+
 def _progress_dict(run: Any, progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": run.id,
