@@ -116,33 +116,34 @@ class TuiApp(App[None]):
         self.run_progress: dict[int, dict] = {}
         self._poll_error: str | None = None
 
-    # ---- training runs: ONE poll worker for the whole app -------------------------------------
+    # ---- training runs: ONE poll worker at a time for the whole app ----------------------------
 
     def on_mount(self) -> None:
         attach = getattr(self.engine, "attach", None)
         if attach is not None:  # the engine's runner needs the workspace
             attach(self.store, self.settings.home)
         if self.settings.poll_interval > 0 and hasattr(self.engine, "poll_runs"):
-            self.poll_runs()
+            self._poll_worker: Any = None
+            self._poll_tick()
+            self.set_interval(self.settings.poll_interval, self._poll_tick)
 
-    @work(thread=True, exclusive=True, group="runner-poll", exit_on_error=False)
+    def _poll_tick(self) -> None:
+        # A tick never stacks a second poll on one still running (a finishing job can take a
+        # moment to exit); the next tick after it ends polls again.
+        if self._poll_worker is None or self._poll_worker.is_finished:
+            self._poll_worker = self.poll_runs()
+
+    @work(thread=True, group="runner-poll", exit_on_error=False)
     def poll_runs(self) -> None:
-        """Every poll_interval: replay job events into the store, move the queue on, and post
-        one coalescing RunProgress per active run. Jobs are child processes; this only reads."""
-        import time
-
-        from textual.worker import get_current_worker
-
-        worker = get_current_worker()
-        while not worker.is_cancelled:
-            try:
-                for progress in self.engine.poll_runs():
-                    self.post_message(RunProgress(progress))
-            except Exception as exc:  # keep polling; say so once per distinct error
-                self.post_message(RunPollFailed(str(exc).strip() or type(exc).__name__))
-            deadline = time.monotonic() + self.settings.poll_interval
-            while not worker.is_cancelled and time.monotonic() < deadline:
-                time.sleep(0.05)
+        """Replay job events into the store, move the queue on, and post one coalescing
+        RunProgress per active run. Jobs are child processes; this only reads and starts them."""
+        try:
+            progress_list = self.engine.poll_runs()
+        except Exception as exc:  # polling goes on at the next tick; say so once per error
+            self.post_message(RunPollFailed(str(exc).strip() or type(exc).__name__))
+            return
+        for progress in progress_list:
+            self.post_message(RunProgress(progress))
 
     def on_run_progress(self, message: RunProgress) -> None:
         self.run_progress[message.run_id] = message.progress

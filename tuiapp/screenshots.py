@@ -3,7 +3,8 @@
     python -m tuiapp.screenshots [--out screenshots] [--size 120x36]
 
 Runs the real app headless on a throw-away home seeded with the demo datasets and the real
-Engine, so the pictures show what a new user sees — nothing is staged.
+Engine, so the pictures show what a new user sees — nothing is staged (the Train shot runs the
+real pre-flight of the default preset).
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ async def _prepare(pilot, screen, mode: str, tab: str | None) -> None:
         screen.query_one("#ds-tabs").active = tab
     elif mode == "runs":
         await _settle(pilot, lambda: screen.loaded, 10, "the runs table")
+    elif mode == "train":
+        await _settle(
+            pilot,
+            lambda: screen.choices_loaded and screen.config is not None,
+            10,
+            "the Train form with its default preset",
+        )
+        # the real pre-flight of the default preset (it reads the model and the data)
+        screen.action_preflight()
+        await _settle(
+            pilot,
+            lambda: not screen.preflight_running and screen.preflight_report is not None,
+            120,
+            "pre-flight",
+        )
     else:
         await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
 

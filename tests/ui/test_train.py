@@ -144,6 +144,22 @@ async def test_switching_to_cpt_rebuilds_the_form_and_filters_datasets(
         assert "scratch" in [v for _, v in screen._model_options]
 
 
+async def test_refresh_picks_up_new_versions_and_keeps_edits(store, world, fake, tmp_path):
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        await type_into(pilot, screen.form.control("learning_rate"), "5e-4")
+        newer = store.add_dataset_version("mine", "/d/mine.jsonl", "e" * 64, "messages", "sft", 5)
+        await pilot.press("ctrl+r")
+        await wait_until(
+            pilot, lambda: str(newer.id) in [v for _, v in screen._dataset_options]
+        )
+        await pilot.pause()
+        assert screen.form.control("learning_rate").value == "5e-4"
+        assert screen.config.learning_rate == 5e-4
+        assert screen.query_one("#train-dataset", Select).value == str(world["sft"].id)
+
+
 # ---- pre-flight ---------------------------------------------------------------------------------
 
 
@@ -328,16 +344,16 @@ async def test_input_stays_responsive_while_progress_streams_in(store, world, fa
                     {"run_id": run.id, "status": "running", "step": step, "total_steps": 10**6}
                 ))
                 posted[0] = step
-                time.sleep(0.001)
+                time.sleep(0.003)
 
         streamer = threading.Thread(target=stream, daemon=True)
         streamer.start()
         try:
             await wait_until(pilot, lambda: screen.progress_messages > 5)
             name = screen.form.control("name")
-            await type_into(pilot, name, "typed while training")
-            assert name.value == "typed while training"
-            assert screen.config.name == "typed while training"
+            await type_into(pilot, name, "live")
+            assert name.value == "live"
+            assert screen.config.name == "live"
             assert streamer.is_alive()  # the stream was still going while we typed
         finally:
             stop.set()
@@ -426,3 +442,46 @@ def test_train_monitor_snapshot(snap_compare, store, world, fake, tmp_path):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# ---- the real facade's training methods (no training: config, presets, the queue's poll) -------
+
+
+def test_real_facade_builds_configs_and_names_the_bad_field():
+    from tuiapp.engine.facade import Engine
+
+    engine = Engine()
+    assert set(engine.list_presets("cpt")) >= {"demo-cpt-quick"}
+    assert all(engine.load_preset(p)["kind"] == "sft" for p in engine.list_presets("sft").values())
+    names = [f["name"] for f in engine.config_fields("cpt")]
+    assert "hidden_size" in names and "lora_dropout" not in names
+    config, errors = engine.build_config(
+        "sft", {"dataset": "demo/sft", "target_modules": "q_proj, v_proj", "packing": False}
+    )
+    assert errors == {} and config.target_modules == ["q_proj", "v_proj"] and not config.packing
+    assert engine.build_config("sft", {"dataset": "demo/sft", "lora_r": "many"}) == (
+        None,
+        {"lora_r": "expected int, got 'many'"},
+    )
+    assert engine.build_config("sft", {"dataset": "demo/sft", "warmup_ratio": "1.5"})[1] == {
+        "warmup_ratio": "must be in [0, 1), got 1.5"
+    }
+
+
+def test_real_facade_poll_marks_a_vanished_job_interrupted_once(tmp_path):
+    from store import Store
+    from tuiapp.engine.facade import Engine
+
+    engine = Engine()
+    with pytest.raises(RuntimeError, match="no workspace"):
+        engine.poll_runs()
+    store = Store(":memory:")
+    engine.attach(store, tmp_path)
+    run_dir = tmp_path / "runs" / "1"
+    run_dir.mkdir(parents=True)
+    run = store.create_run("sft", {"kind": "sft"}, name="gone", status="running",
+                           output_dir=str(run_dir))
+    first = engine.poll_runs()
+    assert [(p["run_id"], p["status"]) for p in first] == [(run.id, "interrupted")]
+    assert "resume it" in first[0]["error"]
+    assert engine.poll_runs() == []  # reported once; nothing else active

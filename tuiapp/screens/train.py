@@ -11,7 +11,7 @@ dataclass) and happens on every keystroke.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -25,25 +25,17 @@ from tuiapp.messages import (
     JobRefused,
     JobSubmitted,
     PreflightReady,
-    QueueLoaded,
-    RunMetricsReady,
-    RunProgress,
     TrainChoicesLoaded,
     WorkFailed,
 )
 from tuiapp.screens.areas import AreaScreen
-from tuiapp.screens.modals import ConfirmScreen
 from tuiapp.screens.train_panels import (
-    CANCELLABLE,
     DATASET_KINDS,
     QUEUE_COLUMNS,
-    RESUMABLE,
     TRAIN_KINDS,
     preflight_text,
-    queue_cells,
-    queue_runs,
-    run_metrics,
 )
+from tuiapp.screens.train_runs import TrainRunsMixin
 from tuiapp.widgets.config_form import ConfigForm
 from tuiapp.widgets.run_monitor import RunMonitor
 
@@ -61,7 +53,7 @@ def _key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-class TrainScreen(AreaScreen):
+class TrainScreen(TrainRunsMixin, AreaScreen):
     AREA = "train"
     AREA_TITLE = "Train"
     BINDINGS = [
@@ -87,7 +79,7 @@ class TrainScreen(AreaScreen):
     #train-buttons Button { margin-right: 2; }
     #train-right { width: 1fr; padding: 0 1; }
     #train-right .section-title { margin-top: 0; }
-    #train-preflight-box { height: auto; max-height: 11; }
+    #train-preflight-box { height: auto; max-height: 9; }
     #train-queue { height: 6; }
     #train-monitor { border-top: hkey $panel; }
     """
@@ -107,6 +99,7 @@ class TrainScreen(AreaScreen):
         self.queue: list[Any] = []
         self.progress_messages = 0  # RunProgress handled (after coalescing)
         self.choices_loaded = False
+        self.preset_kind: str | None = None  # the kind whose default preset was applied
         self._model_options: list[tuple[str, str]] = [("demo", "demo")]
         self._dataset_options: list[tuple[str, str]] = []
 
@@ -172,16 +165,8 @@ class TrainScreen(AreaScreen):
             self.monitor.show_progress(self.app_progress[watched])
 
     @property
-    def monitor(self) -> RunMonitor:
-        return self.query_one("#train-monitor", RunMonitor)
-
-    @property
     def form(self) -> ConfigForm:
         return self.query_one("#train-form", ConfigForm)
-
-    @property
-    def app_progress(self) -> dict[int, dict]:
-        return getattr(self.app, "run_progress", {})
 
     # ---- the form -----------------------------------------------------------------------
 
@@ -306,8 +291,12 @@ class TrainScreen(AreaScreen):
     def _select_dataset(self, spec: str) -> None:
         """Pick the version a preset names (id or name; the newest of that name)."""
         select = self.query_one("#train-dataset", Select)
+        # A file path matches the version imported from that file (resolved as the engine will,
+        # relative to the working directory).
+        where = str(Path(spec).expanduser().resolve()) if spec else ""
         wanted = next(
-            (str(v.id) for v in self.versions if spec in (str(v.id), v.name, v.path)), None
+            (str(v.id) for v in self.versions if spec in (str(v.id), v.name) or where == v.path),
+            None,
         )
         if wanted is None and spec:
             self._dataset_options = [*self._dataset_options, (f"{spec} (not imported)", spec)]
@@ -337,7 +326,6 @@ class TrainScreen(AreaScreen):
     def on_train_choices_loaded(self, message: TrainChoicesLoaded) -> None:
         if message.kind != self.kind:
             return
-        first = not self.choices_loaded
         self.choices_loaded = True
         self.presets = dict(message.presets)
         self.versions = sorted(message.versions, key=lambda v: -v.id)  # newest first
@@ -362,11 +350,16 @@ class TrainScreen(AreaScreen):
             elif self._dataset_options:
                 dataset_select.value = self._dataset_options[0][1]
             preset_select = self.query_one("#train-preset", Select)
+            keep_preset = preset_select.value
             preset_select.set_options([(name, name) for name in self.presets])
-        default = DEFAULT_PRESETS.get(self.kind)
-        if first or default in self.presets:
-            if default in self.presets and (first or preset_select.value is Select.NULL):
-                preset_select.value = default  # posts Changed: the preset fills the form
+            if keep_preset in self.presets and self.preset_kind == self.kind:
+                preset_select.value = keep_preset  # a refresh keeps the user's edits
+        if self.preset_kind != self.kind:
+            # First load for this kind: its demo preset fills the form (through Changed).
+            self.preset_kind = self.kind
+            default = DEFAULT_PRESETS.get(self.kind)
+            if default in self.presets:
+                preset_select.value = default
         self.revalidate()
 
     # ---- pre-flight -----------------------------------------------------------------------
@@ -461,129 +454,6 @@ class TrainScreen(AreaScreen):
         self.notify(f"run #{run.id} {what}")
         self.watch_run(run)
         self.load_queue()
-
-    # ---- the queue ------------------------------------------------------------------------
-
-    @work(thread=True, exclusive=True, group="train-queue", exit_on_error=False)
-    def load_queue(self) -> None:
-        try:
-            runs = queue_runs(self.store)
-        except Exception as exc:
-            self.post_message(WorkFailed("reading the runs", _readable(exc)))
-            return
-        self.post_message(QueueLoaded(runs))
-
-    def on_queue_loaded(self, message: QueueLoaded) -> None:
-        table = self.query_one("#train-queue", DataTable)
-        self.queue = message.runs
-        watched = self.monitor.run_id
-        with self.prevent(DataTable.RowHighlighted):
-            table.clear()
-            for run in self.queue:
-                table.add_row(*queue_cells(run), key=str(run.id))
-        ids = [r.id for r in self.queue]
-        if watched in ids:
-            table.move_cursor(row=ids.index(watched), animate=False)
-            self.monitor.show_run(self.queue[ids.index(watched)])
-        elif self.queue and watched is None:
-            running = [r for r in self.queue if r.status == "running"]
-            self.watch_run(running[0] if running else self.queue[0])
-
-    @on(DataTable.RowHighlighted, "#train-queue")
-    def _queue_row(self, event: DataTable.RowHighlighted) -> None:
-        run = self.selected_run
-        if run is not None and run.id != self.monitor.run_id:
-            self.watch_run(run)
-
-    @property
-    def selected_run(self) -> Any:
-        table = self.query_one("#train-queue", DataTable)
-        if not self.queue or table.cursor_row is None or table.cursor_row >= len(self.queue):
-            return None
-        return self.queue[table.cursor_row]
-
-    def watch_run(self, run: Any) -> None:
-        self.monitor.show_run(run)
-        if run.id in self.app_progress:
-            self.monitor.show_progress(self.app_progress[run.id])
-        self.load_metrics(run.id)
-
-    # ---- live progress --------------------------------------------------------------------
-
-    def on_run_progress(self, message: RunProgress) -> None:
-        self.progress_messages += 1
-        progress = message.progress
-        known = {r.id: r.status for r in self.queue}
-        if known.get(message.run_id) != progress.get("status"):
-            self.load_queue()  # a new run, or one that changed status
-        if self.monitor.run_id is None and progress.get("status") == "running":
-            self.watch_run(SimpleNamespace(id=message.run_id, **{
-                k: progress.get(k) for k in ("status", "name", "kind", "error")
-            }))
-            return
-        if message.run_id == self.monitor.run_id:
-            self.monitor.show_progress(progress)
-            self.load_metrics(message.run_id)
-
-    @work(thread=True, exclusive=True, group="train-metrics", exit_on_error=False)
-    def load_metrics(self, run_id: int) -> None:
-        try:
-            data = run_metrics(self.store, run_id)
-        except Exception as exc:
-            self.post_message(WorkFailed(f"reading run #{run_id}", _readable(exc)))
-            return
-        self.post_message(RunMetricsReady(run_id, data))
-
-    def on_run_metrics_ready(self, message: RunMetricsReady) -> None:
-        self.monitor.show_metrics(message.data)
-
-    # ---- cancel / resume ------------------------------------------------------------------
-
-    def action_cancel_run(self) -> None:
-        run = self.selected_run
-        if run is None or run.status not in CANCELLABLE:
-            self.notify("Pick a queued or running run in the list to cancel.", severity="warning")
-            return
-        what = (
-            "It stops at the next step and writes a last checkpoint, so it can be resumed."
-            if run.status == "running"
-            else "It leaves the queue without starting."
-        )
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel_job(run.id)
-
-        self.app.push_screen(
-            ConfirmScreen(f"Cancel run #{run.id} {run.name or ''}? {what}", yes="Cancel run"),
-            answered,
-        )
-
-    @work(thread=True, group="train-cancel", exit_on_error=False)
-    def cancel_job(self, run_id: int) -> None:
-        try:
-            self.engine.cancel_run(run_id)
-        except Exception as exc:
-            self.post_message(WorkFailed(f"cancelling run #{run_id}", _readable(exc)))
-            return
-        self.post_message(QueueLoaded(queue_runs(self.store)))
-
-    def action_resume_run(self) -> None:
-        run = self.selected_run
-        if run is None or run.status not in RESUMABLE:
-            self.notify("Pick a cancelled, interrupted or failed run in the list to resume.",
-                        severity="warning")
-            return
-        self.resume_job(run.id)
-
-    @work(thread=True, group="train-resume", exit_on_error=False)
-    def resume_job(self, run_id: int) -> None:
-        try:
-            run = self.engine.resume_run(run_id)
-        except Exception as exc:
-            self.post_message(WorkFailed(f"resuming run #{run_id}", _readable(exc)))
-            return
-        self.post_message(JobSubmitted(run, started=run.status == "running"))
 
     # ---- buttons and errors ---------------------------------------------------------------
 

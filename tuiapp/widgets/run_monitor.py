@@ -49,7 +49,7 @@ class RunMonitor(Vertical):
     RunMonitor #mon-bar Bar { width: 24; }
     RunMonitor #mon-step { width: 1fr; padding-left: 1; }
     RunMonitor #mon-stats { height: auto; }
-    RunMonitor #mon-chart { height: 1fr; min-height: 5; }
+    RunMonitor #mon-chart { height: 1fr; min-height: 4; }
     RunMonitor #mon-samples { height: auto; max-height: 8; }
     RunMonitor #mon-error { color: $error; height: auto; }
     """
@@ -134,9 +134,13 @@ class RunMonitor(Vertical):
         if self.samples:
             samples.append(f"samples at step {data.get('sample_step')}\n", style="bold")
             for i, (prompt, output) in enumerate(self.samples):
-                samples.append(prompt, style="bold")
+                # one line a sample: newlines in a prompt or answer shown as ⏎
+                samples.append(prompt.replace("\n", " ⏎ "), style="bold")
                 samples.append(" → ")
-                samples.append(output or "(empty)", style="" if output else "dim")
+                samples.append(
+                    output.replace("\n", " ⏎ ") if output else "(empty)",
+                    style="" if output else "dim",
+                )
                 if i < len(self.samples) - 1:
                     samples.append("\n")
         else:
