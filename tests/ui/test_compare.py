@@ -249,3 +249,15 @@ async def test_blind_round_hides_records_and_reveals(make_app, store, swapped):
         await pilot.press("2")  # a recorded round takes no second label
         await pilot.pause()
         assert len(store.live_labels()) == 1
+
+
+async def test_empty_workspace_says_how_to_get_a_model(make_app, store):
+    app = make_app()  # the plain fake: no models to offer
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_compare(pilot, app)
+        assert screen.query_one(ModelPicker).refs() == []
+        assert "tuneloop demo build-base" in pane(screen, 0).text
+        screen.set_prompt(PROMPT)
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        assert not screen.generating

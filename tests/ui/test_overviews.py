@@ -1,5 +1,5 @@
-"""Compare / Label / Export show real store state and the command that does the work (Train is a
-real screen now: tests/ui/test_train.py)."""
+"""Label / Export show real store state and the command that does the work (Train and Compare are
+real screens now: tests/ui/test_train.py, tests/ui/test_compare.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ async def test_empty_store_says_so_in_every_overview(make_app):
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         for key, table_id, command in (
-            ("f5", "compare-models", "tuneloop generate"),
             ("f6", "label-choices", "tuneloop labels new"),
             ("f7", "export-rows", "tuneloop export"),
         ):
@@ -57,7 +56,7 @@ async def test_label_counts_live_labels_and_tasks(make_app, store):
         assert rows(screen, "label-choices") == [["a", "1"], ["b", "1"]]
 
 
-async def test_export_and_compare_show_store_rows(make_app, store):
+async def test_export_shows_store_rows(make_app, store):
     model = store.add_model("tiny-base", "hf", "/models/tiny")
     store.add_export(
         "/exports/tiny-q8.gguf",
@@ -67,20 +66,8 @@ async def test_export_and_compare_show_store_rows(make_app, store):
         sha256="f" * 64,
         model_id=model.id,
     )
-    store.add_generation(
-        "tiny-base", "Where is Coldharbor?", "In the valley.", latency_s=0.5, tokens=4
-    )
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_area(pilot, app, "f7")
         row = rows(screen, "export-rows")[0]
         assert row[2:6] == ["gguf", "q8_0", "3.0 MiB", "f" * 12]
-        screen = await open_area(pilot, app, "f5")
-        assert rows(screen, "compare-models")[0][1] == "tiny-base"
-        assert rows(screen, "compare-generations")[0] == [
-            "tiny-base",
-            "Where is Coldharbor?",
-            "In the valley.",
-            "4",
-            "0.50",
-        ]

@@ -38,6 +38,8 @@ SETTINGS = (
     ("cmp-top-p", "top-p", "top_p", float, "1"),
     ("cmp-seed", "seed", "seed", int, "0"),
 )
+NO_MODELS = ("No models to compare yet. Build the demo base (`tuneloop demo build-base`), finish "
+             "an SFT run, or type a model folder, adapter folder or .gguf path in REF.")
 FIGURE_KEYS = ("tokens", "latency_s", "first_token_s", "tokens_per_s", "finish_reason")
 
 
@@ -144,7 +146,8 @@ class CompareScreen(BlindMixin, AreaScreen):
     @work(thread=True, exclusive=True, group="compare-load", exit_on_error=False)
     def _load_choices(self) -> None:
         try:
-            models = self.engine.model_choices(self.store)
+            choices = getattr(self.engine, "model_choices", None)
+            models = choices(self.store) if choices is not None else []
             seen: dict[tuple[str, str | None], None] = {}
             for g in self.store.list_generations(limit=300):
                 seen.setdefault((g.prompt, g.system), None)
@@ -160,6 +163,9 @@ class CompareScreen(BlindMixin, AreaScreen):
     def on_compare_choices_loaded(self, message: CompareChoicesLoaded) -> None:
         self.choices = message.models
         self.query_one(ModelPicker).set_choices(message.models)
+        first = self.query_one("#cmp-pane-0", OutputPane)
+        if not message.models and first.state == "idle":
+            first.show(NO_MODELS)
         self.history = message.history
         options = self.query_one("#cmp-history", OptionList)
         options.clear_options()
