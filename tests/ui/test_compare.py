@@ -261,3 +261,25 @@ async def test_empty_workspace_says_how_to_get_a_model(make_app, store):
         await pilot.press("ctrl+g")
         await pilot.pause()
         assert not screen.generating
+
+
+def test_compare_snapshot(snap_compare, store, tmp_path):
+    """Three finished answers side by side (figures pinned by the fake's fixed timing)."""
+    from tuiapp.app import Settings, TuiApp
+
+    home = tmp_path / "home"
+    home.mkdir()
+    store.add_generation("base", "Nobraikra wears a cloak of which colour?", "red")
+    app = TuiApp(store=store, engine=compare_engine(fixed_timing=True),
+                 settings=Settings(home=home, refresh_interval=0, poll_interval=0))
+
+    async def run_before(pilot):
+        screen = await open_compare(pilot, app)
+        screen.query_one(ModelPicker).select(["base", "run:1", "run:2"])
+        screen.set_prompt(PROMPT)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not screen.generating and len(screen.history) == 2)
+        screen.query_one("#cmp-prompt").focus()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)

@@ -65,7 +65,7 @@ class CompareScreen(BlindMixin, AreaScreen):
     DEFAULT_CSS = """
     #cmp-tabs { height: 1fr; }
     #cmp-side { height: 1fr; }
-    #cmp-left { width: 46; padding: 0 1; border-right: vkey $panel; }
+    #cmp-left { width: 44; padding: 0 1; border-right: vkey $panel; }
     #cmp-left .section-title { height: 1; text-style: bold; color: $accent; margin-top: 1; }
     #cmp-left .section-title.-first { margin-top: 0; }
     #cmp-system { width: 1fr; }

@@ -35,7 +35,7 @@ class OutputPane(Vertical):
     OutputPane.-failed { border: round $error; }
     OutputPane .pane-title { height: 1; text-style: bold; color: $accent; }
     OutputPane .pane-body { height: 1fr; }
-    OutputPane .pane-figures { height: 1; color: $text-muted; }
+    OutputPane .pane-figures { height: auto; max-height: 3; color: $text-muted; }
     OutputPane.-failed .pane-figures { color: $error; }
     """
 
