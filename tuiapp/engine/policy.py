@@ -135,7 +135,8 @@ def _maybe_base(config: Any) -> str | None:
 # ------------------------------------------------------------------ loading (child side)
 
 
-def _new_lora(config: Any, for_sequence_classification: bool):
+def new_lora_config(config: Any, for_sequence_classification: bool = False):
+    """The LoRA adapter an alignment job trains on top of its start model."""
     from peft import LoraConfig
 
     targets = config.target_modules
@@ -197,14 +198,16 @@ def _as_sequence_classifier(causal, dtype):
 
 
 def load_start_model(config: Any, ctx: Any = None, *, start: StartPoint | None = None,
-                     for_sequence_classification: bool = False):
+                     for_sequence_classification: bool = False, wrap_lora: bool = True):
     """(model, tokenizer, info) for an alignment job.
 
     method=lora: a PeftModel with a fresh trainable adapter on the merged start model (the
     reference is ``with model.disable_adapter():``); method=full: the merged model itself.
     ``for_sequence_classification``: a 1-label classifier on the start model's decoder (reward
-    models), with the score head trained in full. ``info`` is JSON-able: start description,
-    device, dtype, parameter counts.
+    models), with the score head trained in full. ``wrap_lora=False`` returns the merged model
+    without the new adapter (for trainers that take ``peft_config=new_lora_config(config)``
+    and add it themselves). ``info`` is JSON-able: start description, device, dtype,
+    parameter counts.
     """
     import transformers
 
@@ -223,10 +226,10 @@ def load_start_model(config: Any, ctx: Any = None, *, start: StartPoint | None =
     model = load_merged_causal_lm(start, tokenizer, device, dtype, config.trust_remote_code)
     if for_sequence_classification:
         model = _as_sequence_classifier(model, dtype)
-    if config.method != "full":
+    if config.method != "full" and wrap_lora:
         from peft import get_peft_model
 
-        model = get_peft_model(model, _new_lora(config, for_sequence_classification))
+        model = get_peft_model(model, new_lora_config(config, for_sequence_classification))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     info = {"start": start.describe(), "start_point": start.to_dict(), "device": device,

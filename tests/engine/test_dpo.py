@@ -1,0 +1,154 @@
+"""DPO, its loss variants and KTO on a tiny random Llama (hidden 64, 2 layers, demo tokenizer)
+with a separable preference set (chosen answers say one word, rejected another): the margin
+and accuracy go up, the loss goes down, the base folder is untouched, wrong data is refused
+before any model loads, and `tuneloop train dpo` runs through the runner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tuiapp import paths  # noqa: E402
+from tuiapp.engine import dpo, policy  # noqa: E402
+from tuiapp.engine.config import DPOJobConfig, KTOJobConfig  # noqa: E402
+from tuiapp.engine.events import ListSink  # noqa: E402
+from tuiapp.engine.jobs import JobContext  # noqa: E402
+
+NAMES = ["Kudrade", "Mamouth", "Laibrou", "Hadegres", "Gikri", "Tesosto", "Boust", "Nobraikra"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(paths.DEMO_TOKENIZER)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=128, max_position_embeddings=256,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pref_file(tmp_path_factory) -> Path:
+    rows = [{"prompt": f"Is {n} from the valley?", "chosen": "Answer: yes.", "rejected": "Answer: no."}
+            for n in NAMES]
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def kto_file(tmp_path_factory) -> Path:
+    rows = [{"prompt": f"Is {n} from the valley?", "completion": answer, "label": good}
+            for n in NAMES for answer, good in (("Answer: yes.", True), ("Answer: no.", False))]
+    path = tmp_path_factory.mktemp("data") / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def make(cls, model: Path, data: Path, **kw):
+    base = dict(base_model=str(model), dataset=str(data), method="lora", max_steps=8, batch_size=4,
+                learning_rate=5e-3, warmup_ratio=0.0, lr_scheduler="constant", logging_steps=1,
+                save_steps=100, eval_split=0.0, sample_prompts=[], max_length=64, lora_r=8,
+                lora_alpha=16, device="cpu", dtype="fp32")
+    base.update(kw)
+    return cls(**base)
+
+
+def run(train, cfg, out: Path) -> tuple[dict, list[dict]]:
+    sink = ListSink()
+    result = train(cfg, JobContext(out, sink=sink, dataset_path=Path(cfg.dataset),
+                                   base_model_path=cfg.base_model))
+    metrics = [e["values"] for e in sink.events if e["event"] == "metrics" and "loss" in e["values"]]
+    return result, metrics
+
+
+def test_dpo_sigmoid_moves_margin_and_accuracy_up_and_loss_down(tiny_model, pref_file, tmp_path):
+    before = digest(tiny_model)
+    result, metrics = run(dpo.train, make(DPOJobConfig, tiny_model, pref_file), tmp_path / "run")
+    assert result["status"] == "completed" and result["steps"] == 8
+    first, last = metrics[0], metrics[-1]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert key in last
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)   # policy == reference at step 0
+    assert last["loss"] < first["loss"] - 0.2
+    assert last["rewards/margins"] > first["rewards/margins"] + 0.5
+    assert last["rewards/accuracies"] == 1.0
+    final = Path(result["final_dir"])
+    assert (final / "adapter_model.safetensors").exists() and (final / "tuneloop-start.json").exists()
+    assert not list(final.glob("*.bin")) and not list(final.glob("*.pt"))
+    assert digest(tiny_model) == before
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "hinge", "simpo"])
+def test_loss_variants_learn_the_preference(loss_type, tiny_model, pref_file, tmp_path):
+    result, metrics = run(dpo.train, make(DPOJobConfig, tiny_model, pref_file, loss_type=loss_type,
+                                          max_steps=6), tmp_path / "run")
+    assert result["status"] == "completed"
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert metrics[-1]["rewards/margins"] > metrics[0]["rewards/margins"]
+
+
+def test_dpo_from_an_sft_adapter_keeps_the_reference_at_the_start(tiny_model, pref_file, tmp_path):
+    """Step 0: policy == merged start == reference, so the loss is exactly log 2."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    sft_final = tmp_path / "sft" / "final"
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft.save_pretrained(sft_final)
+    cfg = make(DPOJobConfig, tiny_model, pref_file, start_from=str(sft_final), max_steps=2)
+    result, metrics = run(dpo.train, cfg, tmp_path / "run")
+    assert result["start"]["adapter_dir"] == str(sft_final)
+    assert metrics[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert json.loads((Path(result["final_dir"]) / "tuneloop-start.json").read_text())["adapter_dir"] == str(sft_final)
+
+
+def test_kto_loss_goes_down(tiny_model, kto_file, tmp_path):
+    result, metrics = run(dpo.train_kto, make(KTOJobConfig, tiny_model, kto_file), tmp_path / "run")
+    assert result["status"] == "completed"
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert (Path(result["final_dir"]) / "adapter_model.safetensors").exists()
+
+
+def test_sft_data_is_refused_before_any_model_loads(tiny_model, tmp_path, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(policy, "load_start_model", no_model)
+    sft = paths.DEMO_DIR / "sft.jsonl"
+    with pytest.raises(dpo.PreferenceDataError, match="sft data.*a dpo job trains on preference"):
+        run(dpo.train, make(DPOJobConfig, tiny_model, sft), tmp_path / "run")
+    with pytest.raises(dpo.PreferenceDataError, match="a kto job trains on kto data"):
+        run(dpo.train_kto, make(KTOJobConfig, tiny_model, paths.DEMO_DIR / "preferences.jsonl"), tmp_path / "r2")
