@@ -91,3 +91,152 @@ def test_adaptive_kl_moves_beta_towards_the_target():
     high = ctl.beta
     assert ctl.update(0.9, n_answers=10) == pytest.approx(high * (1 - 0.1 * 0.1))
     assert ctl.update(1.0, 10) == pytest.approx(ctl.beta)  # on target: unchanged
+
+
+# ------------------------------------------------------------------ real rollouts on a tiny model
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tuiapp.engine.config import PPOJobConfig  # noqa: E402
+from tuiapp.engine.events import ListSink  # noqa: E402
+from tuiapp.engine.jobs import COMPLETE_MARKER, JobContext, request_stop  # noqa: E402
+
+WORDS = ("yes no maybe red blue green cat dog owl one two three up down left right what is the "
+         "answer ?").split() + [str(i) for i in range(16)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory) -> Path:
+    """A random Llama over a 40-word vocabulary: every word starts with a few percent of the
+    probability, so 'say yes' is found by sampling and learnable in a few rollouts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("word-llama")
+    vocab = {"[UNK]": 0, "<|endoftext|>": 1, "<|im_start|>": 2, "<|im_end|>": 3, "user": 4, "assistant": 5}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.decoder = decoders.WordPiece()  # joins words with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="<|endoftext|>",
+                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=64, max_position_embeddings=128,
+                      tie_word_embeddings=True, initializer_range=0.2, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def yes_reward(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("reward-mod")
+    (folder / "ppo_test_rewards.py").write_text(
+        "def yes_share(prompt, response):\n"
+        "    words = response.split()\n"
+        "    return sum(w == 'yes' for w in words) / max(1, len(words))\n", encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    return "python:ppo_test_rewards:yes_share"
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"what is {i} ?"}) + "\n" for i in range(16)), encoding="utf-8")
+    return path
+
+
+def make_config(model: Path, data: Path, reward: str, **kw) -> PPOJobConfig:
+    base = dict(base_model=str(model), dataset=str(data), reward=reward, max_steps=15, rollout_batch_size=8,
+                mini_batch_size=4, max_new_tokens=6, learning_rate=1e-2, lora_r=8, lora_alpha=16,
+                ppo_epochs=2, logging_steps=1, save_steps=100, sample_prompts=[], max_length=64,
+                warmup_ratio=0.0, lr_scheduler="constant", kl_coef=0.02, device="cpu")
+    base.update(kw)
+    return PPOJobConfig(**base)
+
+
+def test_ppo_raises_a_learnable_reward_and_saves_adapter_and_value_head(word_model, prompts_file, yes_reward, tmp_path):
+    sink = ListSink()
+    result = ppo.train(make_config(word_model, prompts_file, yes_reward), JobContext(output_dir=tmp_path, sink=sink))
+    rows = [e["values"] for e in sink.of("metrics")]
+    assert [e["step"] for e in sink.of("metrics")] == list(range(1, 16))
+    for key in ("reward", "kl", "entropy", "clipfrac", "value_loss", "policy_loss", "response_length", "kl_coef"):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    first = sum(r["reward"] for r in rows[:3]) / 3
+    last = sum(r["reward"] for r in rows[-3:]) / 3
+    assert first < 0.15 and last > first + 0.3, (first, last)
+    assert rows[-1]["entropy"] < rows[0]["entropy"]  # the policy became more decided
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # a fresh adapter is the reference
+    final = Path(result["final_dir"])
+    assert (final / "adapter_model.safetensors").exists() and (final / "value_head.safetensors").exists()
+    assert result["status"] == "completed" and result["steps"] == 15
+    assert sink.of("progress")[-1]["step"] == 15
+
+
+def test_cancel_then_resume_continues_the_rollout_count(word_model, prompts_file, yes_reward, tmp_path):
+    cfg = make_config(word_model, prompts_file, yes_reward, max_steps=5)
+    straight = ListSink()
+    ppo.train(cfg, JobContext(output_dir=tmp_path / "straight", sink=straight))
+
+    class StopAfter3(ListSink):
+        def emit(self, event):
+            super().emit(event)
+            if event["event"] == "progress" and event["step"] == 3:
+                request_stop(tmp_path / "first")
+
+    first = StopAfter3()
+    result = ppo.train(cfg, JobContext(output_dir=tmp_path / "first", sink=first))
+    assert result["status"] == "cancelled" and result["steps"] == 3 and result["final_dir"] is None
+    ckpt = tmp_path / "first" / "checkpoint-3"
+    assert (ckpt / COMPLETE_MARKER).exists() and (ckpt / "value_head.safetensors").exists()
+    assert first.of("checkpoint")[-1]["step"] == 3
+
+    resumed = ListSink()
+    result = ppo.train(cfg, JobContext(output_dir=tmp_path / "second", sink=resumed, resume_from=ckpt))
+    assert result["status"] == "completed" and result["steps"] == 5
+    assert [e["step"] for e in resumed.of("metrics")] == [4, 5]
+    # adapter, value head, optimiser and RNG came back: rollouts 4-5 match an unbroken run
+    want = {e["step"]: e["values"] for e in straight.of("metrics")}
+    for e in resumed.of("metrics"):
+        assert e["values"]["reward"] == pytest.approx(want[e["step"]]["reward"], abs=1e-6)
+        assert e["values"]["value_loss"] == pytest.approx(want[e["step"]]["value_loss"], rel=1e-3, abs=1e-6)
+
+
+def test_prompts_come_from_prompt_preference_and_sft_data_with_their_columns(tmp_path):
+    from tuiapp import paths
+
+    held = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "eval_heldout.jsonl", "verifier:demo"),
+                            JobContext(output_dir=tmp_path))
+    assert held[0]["text"] == held[0]["prompt"][-1]["content"] and held[0]["reference"]
+    prefs = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "preferences.jsonl", "verifier:demo"),
+                             JobContext(output_dir=tmp_path))
+    assert len({p["text"] for p in prefs}) == len(prefs)  # each question once
+    assert "chosen" not in prefs[0]
+    sft = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "sft.jsonl", "verifier:demo"),
+                           JobContext(output_dir=tmp_path))
+    assert all(p["prompt"][-1]["role"] == "user" for p in sft)
+
+
+def test_unusable_data_or_reward_is_refused_before_any_model_loads(tmp_path, prompts_file):
+    from tuiapp import paths
+
+    missing_model = tmp_path / "no-such-model"
+    with pytest.raises(ppo.PPODataError, match="text data .* PPO needs prompts"):
+        ppo.train(make_config(missing_model, paths.DEMO_DIR / "corpus.txt", "verifier:demo"),
+                  JobContext(output_dir=tmp_path / "a"))
+    with pytest.raises(ppo.rewards.RewardError, match="cannot import module"):
+        ppo.train(make_config(missing_model, prompts_file, "python:no_such_reward_mod:f"),
+                  JobContext(output_dir=tmp_path / "b"))

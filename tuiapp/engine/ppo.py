@@ -115,11 +115,22 @@ class AdaptiveKL:
 # ------------------------------------------------------------------ prompts
 
 
-class PPODataError(ValueError):
+class PPOError(ValueError):
+    """A setting PPO cannot work with, said so a person can fix it."""
+
+    phase = "load_model"
+    kind = "config"
+
+
+class PPODataError(PPOError):
     """The dataset gives no prompts to learn from."""
 
     phase = "load_data"
     kind = "data"
+
+
+PROMPT_SHAPES = ("PPO needs prompts: prompt rows {\"prompt\": ...}, or preference or SFT data "
+                 "(their questions are used)")
 
 
 def load_prompts(config: PPOJobConfig, ctx: JobContext) -> list[dict[str, Any]]:
@@ -132,7 +143,7 @@ def load_prompts(config: PPOJobConfig, ctx: JobContext) -> list[dict[str, Any]]:
     report = data.validate(path)
     if not report.ok or not report.records:
         first = report.errors[0] if report.errors else "no rows"
-        raise PPODataError(f"{path} cannot give PPO prompts: {first}")
+        raise PPODataError(f"{path} cannot give prompts: {first}; {PROMPT_SHAPES}")
     raw = _raw_rows(path)
     seen: dict[str, dict[str, Any]] = {}
     for i, record in enumerate(report.records):
@@ -144,7 +155,8 @@ def load_prompts(config: PPOJobConfig, ctx: JobContext) -> list[dict[str, Any]]:
         keep = {k: v for k, v in extra.items() if k not in ("prompt", "messages", "chosen", "rejected", "completion")}
         seen.setdefault(json.dumps(messages), {**keep, "prompt": messages, "text": text})
     if not seen:
-        raise PPODataError(f"{path} has no rows ending with a user question to answer")
+        raise PPODataError(f"{path} is {report.kind} data ({report.format}) with no user question to "
+                           f"answer; {PROMPT_SHAPES}")
     return list(seen.values())
 
 
@@ -185,11 +197,13 @@ def load_policy(config: PPOJobConfig, ctx: JobContext):
     from .policy import load_start_model
 
     if config.method != "lora":
-        raise rewards.RewardError("PPO trains a LoRA adapter (its reference is the adapter "
-                                  "disabled); set method=lora")
-    model, tokenizer, _info = load_start_model(config, ctx)
+        raise PPOError("PPO trains a LoRA adapter (its reference is the same model with the adapter "
+                       "disabled); set method=lora")
+    model, tokenizer, info = load_start_model(config, ctx)
     if not isinstance(model, PeftModel):
-        raise TypeError("the start model came back without a LoRA adapter")
+        raise PPOError("the start model came back without a LoRA adapter")
+    ctx.emit("log", level="info", message=f"start: {info['start']}; LoRA on {info['device']} ({info['dtype']}), "
+             f"{info['trainable_params']:,} of {info['total_params']:,} parameters trainable")
     device = next(model.parameters()).device
     hidden = model.get_input_embeddings().embedding_dim
     value_head = torch.nn.Linear(hidden, 1).to(device=device, dtype=torch.float32)
@@ -291,7 +305,7 @@ def ppo_update(model, value_head, optimizer, scheduler, batch, old_logp, old_val
                 approx_kl = masked_mean(0.5 * (logp - old_logp[idx]) ** 2, mask)
             for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
                                ("value_clipfrac", vf_clipfrac), ("approx_kl", approx_kl)):
-                stats[key].append(float(value))
+                stats[key].append(float(value.detach()))
     return {k: sum(v) / len(v) for k, v in stats.items()}
 
 
