@@ -183,7 +183,7 @@ def load_merged_causal_lm(start: StartPoint, tokenizer, device: str, dtype, trus
     return model
 
 
-def _as_sequence_classifier(causal, dtype):
+def as_sequence_classifier(causal, dtype):
     """A num_labels=1 classifier sharing the merged decoder's weights (its score head is new)."""
     from transformers import AutoModelForSequenceClassification
 
@@ -225,7 +225,7 @@ def load_start_model(config: Any, ctx: Any = None, *, start: StartPoint | None =
     transformers.set_seed(config.seed)  # LoRA and score-head init are random: same seed, same start
     model = load_merged_causal_lm(start, tokenizer, device, dtype, config.trust_remote_code)
     if for_sequence_classification:
-        model = _as_sequence_classifier(model, dtype)
+        model = as_sequence_classifier(model, dtype)
     if config.method != "full" and wrap_lora:
         from peft import get_peft_model
 
