@@ -129,21 +129,22 @@ class PPODataError(PPOError):
     kind = "data"
 
 
-PROMPT_SHAPES = ("PPO needs prompts: prompt rows {\"prompt\": ...}, or preference or SFT data "
+PROMPT_SHAPES = ("{job} needs prompts: prompt rows {{\"prompt\": ...}}, or preference or SFT data "
                  "(their questions are used)")
 
 
-def load_prompts(config: PPOJobConfig, ctx: JobContext) -> list[dict[str, Any]]:
+def load_prompts(config: Any, ctx: JobContext) -> list[dict[str, Any]]:
     """One record per distinct prompt: {"prompt": messages, "text": the user's question, ...extra
     columns of the row such as reference/category}. Prompt, preference and SFT data all work:
-    PPO needs only the questions (the answers come from the policy)."""
+    PPO, GRPO and RLOO need only the questions (the answers come from the policy)."""
+    shapes = PROMPT_SHAPES.format(job=config.kind.upper())
     from .sft import dataset_file
 
     path = Path(ctx.dataset_path) if ctx.dataset_path else dataset_file(config.dataset)
     report = data.validate(path)
     if not report.ok or not report.records:
         first = report.errors[0] if report.errors else "no rows"
-        raise PPODataError(f"{path} cannot give prompts: {first}; {PROMPT_SHAPES}")
+        raise PPODataError(f"{path} cannot give prompts: {first}; {shapes}")
     raw = _raw_rows(path)
     seen: dict[str, dict[str, Any]] = {}
     for i, record in enumerate(report.records):
@@ -156,7 +157,7 @@ def load_prompts(config: PPOJobConfig, ctx: JobContext) -> list[dict[str, Any]]:
         seen.setdefault(json.dumps(messages), {**keep, "prompt": messages, "text": text})
     if not seen:
         raise PPODataError(f"{path} is {report.kind} data ({report.format}) with no user question to "
-                           f"answer; {PROMPT_SHAPES}")
+                           f"answer; {shapes}")
     return list(seen.values())
 
 
