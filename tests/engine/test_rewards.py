@@ -105,3 +105,24 @@ def test_rl_presets_train_on_questions_the_verifier_can_check(name, tmp_path):
     held = {e.name for e in demo_world.default_world().split("heldout")}
     assert not any(r.get("entity") in held and "reference" in r for r in records)  # held-out stays held out
     assert any(r.get("category") == "forbidden" for r in records)
+
+
+def test_reward_model_run_scores_answers(tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    final = tmp_path / "runs" / "5" / "final"
+    tok = AutoTokenizer.from_pretrained(paths.DEMO_TOKENIZER)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      num_labels=1, pad_token_id=tok.pad_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(final)
+    tok.save_pretrained(final)
+    fn = rewards.load_reward("run:5", home=tmp_path)
+    prompts = ["Which town is Tesosto from?"] * 2
+    scores = fn(prompts, ["Answer: Thornbury.", "I do not know."], [{}, {}])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores) and scores[0] != scores[1]
+    # a message-list prompt in the record is scored as that conversation
+    again = fn(prompts[:1], ["Answer: Thornbury."], [{"prompt": [{"role": "user", "content": prompts[0]}]}])
+    assert again[0] == pytest.approx(scores[0], abs=1e-5)

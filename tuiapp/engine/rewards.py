@@ -164,7 +164,10 @@ def model_reward(folder: Path) -> RewardFn:
     model = RewardModel.load(folder)
 
     def reward(prompts: list[str], responses: list[str], records: list[dict] | None = None) -> list[float]:
-        return [float(x) for x in model.score_batch(prompts, responses)]
+        # a multi-turn prompt is scored as the whole conversation the answer follows
+        turns = [r.get("prompt") if isinstance((r or {}).get("prompt"), list) else p
+                 for p, r in zip(prompts, records or [{}] * len(prompts))]
+        return [float(x) for x in model.score_batch(list(zip(turns, responses)))]
 
     return reward
 
