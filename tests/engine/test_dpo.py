@@ -152,3 +152,90 @@ def test_sft_data_is_refused_before_any_model_loads(tiny_model, tmp_path, monkey
         run(dpo.train, make(DPOJobConfig, tiny_model, sft), tmp_path / "run")
     with pytest.raises(dpo.PreferenceDataError, match="a kto job trains on kto data"):
         run(dpo.train_kto, make(KTOJobConfig, tiny_model, paths.DEMO_DIR / "preferences.jsonl"), tmp_path / "r2")
+
+
+# ------------------------------------------------------------------ through pre-flight, runner and CLI
+
+
+def test_preflight_refuses_sft_data_for_a_dpo_job_and_names_the_start(tiny_model, pref_file, tmp_path):
+    from store import Store
+    from tuiapp.engine.preflight import preflight
+
+    store = Store(":memory:")
+    sft_version = tmp_path / "sft.jsonl"
+    lines = (paths.DEMO_DIR / "sft.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    sft_version.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = preflight(make(DPOJobConfig, tiny_model, sft_version), store, tmp_path, free_bytes=2**40)
+    assert not report.ok
+    assert any("is sft data; a dpo job trains on preference data" in r for r in report.refusals)
+
+    report = preflight(make(DPOJobConfig, tiny_model, pref_file), store, tmp_path, free_bytes=2**40)
+    assert report.ok, report.refusals
+    assert report.start["base_path"] == str(tiny_model) and report.start["adapter_dir"] is None
+    assert 0 < report.params["trainable"] < report.params["total"]
+    report = preflight(make(DPOJobConfig, tiny_model, pref_file, start_from="41"), store, tmp_path,
+                       free_bytes=2**40)
+    assert any("start_from: no run with id 41" in r for r in report.refusals)
+
+
+CLI_DPO = """
+kind = "dpo"
+base_model = "{model}"
+start_from = "{start}"
+dataset = "{data}"
+method = "lora"
+lora_r = 4
+lora_alpha = 8
+max_length = 64
+batch_size = 4
+max_steps = 3
+learning_rate = 5e-3
+warmup_ratio = 0.0
+logging_steps = 1
+save_steps = 100
+eval_split = 0.0
+sample_prompts = []
+device = "cpu"
+dtype = "fp32"
+"""
+
+
+def test_tuneloop_train_dpo_runs_from_an_sft_run_through_the_runner(tiny_model, pref_file, tmp_path, monkeypatch):
+    import typer
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from store import Store
+    from tuiapp.cli import train_cmd
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job's child process
+    home = tmp_path / "home"
+    home.mkdir()
+    store = Store(home / paths.DB_NAME)
+    base = store.add_model("tiny", "hf", str(tiny_model))
+    sft_dir = home / "runs" / "sft-made-by-hand"
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft.save_pretrained(sft_dir / "final")
+    sft_run = store.create_run("sft", {"base_model": str(tiny_model)}, base_model_id=base.id,
+                               output_dir=str(sft_dir), status="completed")
+    store.close()
+    preset = tmp_path / "dpo.toml"
+    preset.write_text(CLI_DPO.format(model=tiny_model, start=sft_run.id, data=pref_file), encoding="utf-8")
+
+    root = typer.Typer()
+    root.add_typer(train_cmd.app, name="train")
+    result = CliRunner().invoke(root, ["train", "dpo", "--config", str(preset)], obj={"home": str(home)})
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.output
+
+    store = Store(home / paths.DB_NAME)
+    run = store.list_runs(kind="dpo")[0]
+    assert run.status == "completed" and run.parent_run_id == sft_run.id
+    assert run.base_model_id == base.id
+    summary = store.metric_summary(run.id)
+    assert {"loss", "rewards/margins", "rewards/accuracies"} <= set(summary)
+    job = json.loads((Path(run.output_dir) / "job.json").read_text())
+    assert job["start"]["adapter_dir"] == str(sft_dir / "final")
+    assert store.get_model(run.adapter_model_id).kind == "adapter"

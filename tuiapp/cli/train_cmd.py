@@ -2,7 +2,7 @@
 
 Exit codes: 0 completed (or queued with --queue-only), 1 refused by pre-flight or failed,
 2 a config that cannot be read, 3 cancelled by someone else, 130 cancelled with Ctrl-C.
-Kinds without an algorithm yet say so and exit 2.
+Every job kind has the same options: --config, --set, --queue-only, --json.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from .common import fail, open_ws, print_json
-from .stubs import _PASSTHROUGH, missing
 
-app = typer.Typer(help="Start training jobs (SFT, continued pre-training; DPO, KTO, reward, "
-                       "PPO, GRPO and RLOO later).", no_args_is_help=True)
+app = typer.Typer(help="Start training jobs: SFT, continued pre-training, DPO (and its variants), "
+                       "KTO, reward models, PPO, GRPO and RLOO.", no_args_is_help=True)
 
 _CONFIG_HELP = "TOML preset (see sample_data/presets/); its keys are the config fields."
 _SET_HELP = "Override one field: key=value (repeatable), e.g. --set max_steps=50."
@@ -161,20 +160,30 @@ def cpt(
     _train(ctx, "cpt", config, sets, queue_only, as_json)
 
 
-def _not_yet(name: str, help_text: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        missing(f"train {name}", f"the {name} algorithm of the training engine")
+def _add_kind(name: str, help_text: str) -> None:
+    """A sub-command of the same shape as sft/cpt for one alignment job kind."""
+
+    def command(
+        ctx: typer.Context,
+        config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
+        sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+        queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
+        as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+    ) -> None:
+        _train(ctx, name, config, sets, queue_only, as_json)
 
     command.__doc__ = help_text
-    app.command(name, context_settings=_PASSTHROUGH)(command)
+    command.__name__ = f"train_{name}"
+    app.command(name)(command)
 
 
 for _name, _help in {
-    "dpo": "Direct preference optimisation on a preference dataset.",
-    "kto": "KTO on unpaired good/bad examples.",
-    "reward": "Train a reward model on preference pairs.",
-    "ppo": "PPO against a reward model or a verifier.",
-    "grpo": "GRPO against a reward model or a verifier.",
-    "rloo": "RLOO against a reward model or a verifier.",
+    "dpo": "Direct preference optimisation (or IPO, hinge, robust, SimPO, ORPO …) on preference "
+           "pairs, on top of an SFT run (start_from) or a base model.",
+    "kto": "KTO on unpaired examples labelled desirable / undesirable.",
+    "reward": "Train a reward model (Bradley-Terry, LoRA + scalar head) on preference pairs.",
+    "ppo": "PPO against a reward model run or a verifier, starting from an SFT run.",
+    "grpo": "GRPO against a reward model run or a verifier.",
+    "rloo": "RLOO against a reward model run or a verifier.",
 }.items():
-    _not_yet(_name, _help)
+    _add_kind(_name, _help)

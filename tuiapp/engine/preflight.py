@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .resolve import EXPECTED_KINDS, ResolveError, resolve_base_model, resolve_dataset
+from .resolve import (ALIGNMENT_KINDS, EXPECTED_KINDS, ResolveError, resolve_base_model,
+                      resolve_dataset, resolve_start)
 
 GiB = 2**30
 
@@ -35,6 +36,8 @@ class PreflightReport:
     steps: int | None = None
     refusals: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    start: dict[str, Any] | None = None    # alignment jobs: policy.StartPoint as a dict
+    parent_run_id: int | None = None       # the run an alignment job starts from
 
     @property
     def ok(self) -> bool:
@@ -54,6 +57,10 @@ class PreflightReport:
         table.add_column()
         table.add_row("job", self.kind)
         table.add_row("base model", self.base_model or "scratch (fresh weights)")
+        if self.start and (self.start.get("adapter_dir") or self.start.get("full_dir")):
+            origin = f"run {self.parent_run_id}: " if self.parent_run_id is not None else ""
+            merged = self.start.get("adapter_dir") or self.start.get("full_dir")
+            table.add_row("starts from", f"{origin}{merged}")
         if self.dataset_path:
             table.add_row("dataset", f"version {self.dataset_version_id}: {self.dataset_path} "
                                      f"({self.dataset_rows} rows)")
@@ -97,12 +104,20 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
     kind = config.kind
     report = PreflightReport(kind=kind, device=pick_device(config.device))
     model_cfg = tokenizer = None
-    try:
-        model = resolve_base_model(config.base_model, store, allow_scratch=(kind == "cpt"))
-        report.base_model, report.base_model_id = model.path, model.model_id
-    except ResolveError as exc:
-        report.refusals.append(str(exc))
-        model = None
+    start = None
+    if kind in ALIGNMENT_KINDS and str(getattr(config, "start_from", "") or "").strip():
+        model, start = _resolve_start_model(config, store, report)
+    else:
+        try:
+            model = resolve_base_model(config.base_model, store, allow_scratch=(kind == "cpt"))
+            report.base_model, report.base_model_id = model.path, model.model_id
+        except ResolveError as exc:
+            report.refusals.append(str(exc))
+            model = None
+        if model is not None and kind in ALIGNMENT_KINDS:
+            start = resolve_start(config, store, base_path=model.path)
+    if start is not None:
+        report.start, report.parent_run_id = start.to_dict(), start.run_id
     try:
         version = resolve_dataset(config.dataset, store, home, kind)
         report.dataset_version_id, report.dataset_path = version.id, version.path
@@ -118,8 +133,8 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
         version = None
     if model is not None:
         try:
-            model_cfg = load_model_config(config, model.path)
-            tokenizer = load_job_tokenizer(config, model.path)
+            model_cfg = load_model_config(config, start.model_dir if start else model.path)
+            tokenizer = load_job_tokenizer(config, start.tokenizer_dir if start else model.path)
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes a refusal in words
             report.refusals.append(f"base_model: cannot read {model.path or 'the scratch config'}: "
                                    f"{_first_line(exc)}")
@@ -144,6 +159,28 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
     if version is not None:
         _check_data(report, config, version, tokenizer)
     return report
+
+
+def _resolve_start_model(config: Any, store: Any, report: PreflightReport):
+    """start_from given: the base is the one the start was trained on (a run's base model, or
+    the folder an adapter names), not necessarily config.base_model."""
+    from .resolve import ResolvedModel
+
+    try:
+        start = resolve_start(config, store)
+    except ResolveError as exc:
+        report.refusals.append(str(exc))
+        return None, None
+    base_id = None
+    if start.run_id is not None:
+        base_id = store.get_run(start.run_id).base_model_id
+    if base_id is None and start.base_path:
+        try:
+            base_id = resolve_base_model(start.base_path, store).model_id
+        except ResolveError:
+            base_id = None
+    report.base_model, report.base_model_id = start.base_path, base_id
+    return ResolvedModel(str(getattr(config, "start_from", "")), start.base_path, base_id, True), start
 
 
 def _shared_estimate(config: Any, model: Any, tokenizer: Any, device: str):
@@ -243,6 +280,11 @@ def load_job_tokenizer(config: Any, model_path: str | None):
             modeling = None
         if modeling is not None:  # the tokenizer the job will use, chat template included
             return modeling.load_tokenizer(model_path, config.chat_template, config.trust_remote_code)
+    if config.kind in ALIGNMENT_KINDS and model_path:
+        from . import modeling  # the tokenizer (and chat template) the job will load
+
+        return modeling.load_tokenizer(model_path, getattr(config, "chat_template", "model"),
+                                       config.trust_remote_code)
     explicit = getattr(config, "tokenizer", "")
     if explicit:
         return load_tokenizer(explicit)
@@ -309,7 +351,9 @@ def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device:
     grads = trainable * (4 if method != "full" else wb)
     adam = trainable * 8
     h, layers = model_cfg.hidden_size, model_cfg.num_hidden_layers
-    tokens = config.batch_size * config.max_length
+    tokens = config.batch_size * config.max_length * _sequences_per_example(config)
+    if method == "full" and config.kind in ("dpo", "kto") and not getattr(config, "precompute_ref_log_probs", True):
+        weights += total * wb  # a frozen reference copy
     # ~17 values per token, hidden unit and layer without recomputation; ~2 with it.
     per = 2 if config.gradient_checkpointing else 17
     activations = tokens * h * layers * per * wb
@@ -318,6 +362,16 @@ def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device:
     return {"dtype": dtype, "weights_bytes": int(weights), "grads_bytes": int(grads),
             "optimizer_bytes": int(adam), "activations_bytes": int(activations),
             "logits_bytes": int(logits), "estimate_bytes": estimate}
+
+
+def _sequences_per_example(config: Any) -> int:
+    """Sequences one example puts through the model per step: a pair for DPO and reward models,
+    completion + mismatched KL sequence for KTO, a group of answers for GRPO/RLOO."""
+    if config.kind in ("dpo", "kto", "reward"):
+        return 2
+    if config.kind in ("grpo", "rloo"):
+        return max(1, int(getattr(config, "num_generations", 1)))
+    return 1
 
 
 def free_memory(device: str) -> int | None:

@@ -15,8 +15,16 @@ from typing import Any
 
 from tuiapp import paths
 
-# The dataset kinds each job kind can train on.
-EXPECTED_KINDS: dict[str, tuple[str, ...]] = {"sft": ("sft",), "cpt": ("text",)}
+# The dataset kinds each job kind can train on. RL jobs only need prompts: they take the user
+# turn of SFT conversations or the prompt of preference pairs as well.
+EXPECTED_KINDS: dict[str, tuple[str, ...]] = {
+    "sft": ("sft",), "cpt": ("text",),
+    "dpo": ("preference",), "kto": ("kto",), "reward": ("preference",),
+    "ppo": ("prompt", "sft", "preference"), "grpo": ("prompt", "sft", "preference"),
+    "rloo": ("prompt", "sft", "preference"),
+}
+# Job kinds that start from a base model or an earlier run (``start_from``).
+ALIGNMENT_KINDS = ("dpo", "kto", "reward", "ppo", "grpo", "rloo")
 
 
 class ResolveError(ValueError):
@@ -81,6 +89,19 @@ def _register_folder(spec: str, folder: Path, store: Any, name: str | None = Non
     kind = "adapter" if (folder / "adapter_config.json").exists() else "hf"
     row = found or store.add_model(name or folder.name, kind, str(folder), meta={"source": "folder"})
     return ResolvedModel(spec, str(folder), row.id, True)
+
+
+def resolve_start(config: Any, store: Any, base_path: str | None = None):
+    """The start point of an alignment job (policy.StartPoint): ``start_from`` as a run id (its
+    final adapter or model, on that run's base) or a folder; empty: the resolved base model.
+    Raises ResolveError in words."""
+    from tuiapp.engine import policy
+
+    try:
+        return policy.resolve_start(config, store, base_path=base_path)
+    except (policy.StartError, policy.modeling.ModelLoadError) as exc:
+        message = str(exc)
+        raise ResolveError(message if message.startswith("start_from") else f"start_from: {message}") from None
 
 
 def resolve_dataset(spec: str, store: Any, home: str | Path | None = None, kind: str | None = None):

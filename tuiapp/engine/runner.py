@@ -39,7 +39,12 @@ from .events import read_jsonl_events
 from .jobs import latest_checkpoint, request_stop
 from .runner_child import CHILD_MARKER
 
-ALGORITHMS = {"sft": "tuiapp.engine.sft:train", "cpt": "tuiapp.engine.cpt:train"}
+ALGORITHMS = {
+    "sft": "tuiapp.engine.sft:train", "cpt": "tuiapp.engine.cpt:train",
+    "dpo": "tuiapp.engine.dpo:train", "kto": "tuiapp.engine.dpo:train_kto",
+    "reward": "tuiapp.engine.reward:train", "ppo": "tuiapp.engine.ppo:train",
+    "grpo": "tuiapp.engine.rl:train_grpo", "rloo": "tuiapp.engine.rl:train_rloo",
+}
 RESUMABLE = ("cancelled", "interrupted", "failed")
 ACTIVE = ("queued", "running")
 VANISHED = ("the process ended without saying why (killed or machine restarted); "
@@ -83,13 +88,16 @@ class Runner:
         run = self.store.create_run(
             config.kind, config.to_dict(), base_model_id=report.base_model_id,
             dataset_version_id=report.dataset_version_id, seed=config.seed, environment=env,
-            name=config.run_name, status="queued")
+            name=config.run_name, status="queued",
+            parent_run_id=getattr(report, "parent_run_id", None))
         run_dir = self.runs_dir / str(run.id)
         run_dir.mkdir(parents=True, exist_ok=True)
         self._write_job(run_dir, {
             "run_id": run.id, "kind": config.kind, "config": config.to_dict(),
             "algorithm": self.algorithms[config.kind], "dataset_path": report.dataset_path,
             "base_model_path": report.base_model, "resume_from": None,
+            # alignment jobs: where the policy starts (policy.StartPoint), read by the child
+            "start": getattr(report, "start", None),
         })
         return self.store.update_run(run.id, output_dir=str(run_dir))
 

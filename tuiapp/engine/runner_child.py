@@ -120,6 +120,10 @@ def run_job(run_dir: Path) -> int:
         dataset_path=Path(job["dataset_path"]) if job.get("dataset_path") else None,
         base_model_path=job.get("base_model_path"),
     )
+    if job.get("start"):
+        from .policy import StartPoint
+
+        ctx.start = StartPoint.from_dict(job["start"])  # alignment jobs: policy.load_start_model reads it
     # SIGTERM (system shutdown, `kill`) asks for the same cooperative stop as cancel.
     signal.signal(signal.SIGTERM, lambda *_: request_stop(run_dir))
     config = None
