@@ -218,14 +218,14 @@ def test_cancel_then_resume_continues_the_rollout_count(word_model, prompts_file
 def test_prompts_come_from_prompt_preference_and_sft_data_with_their_columns(tmp_path):
     from tuiapp import paths
 
-    held = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "eval_heldout.jsonl", "verifier:demo"),
+    held = ppo.rewards.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "eval_heldout.jsonl", "verifier:demo"),
                             JobContext(output_dir=tmp_path))
     assert held[0]["text"] == held[0]["prompt"][-1]["content"] and held[0]["reference"]
-    prefs = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "preferences.jsonl", "verifier:demo"),
+    prefs = ppo.rewards.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "preferences.jsonl", "verifier:demo"),
                              JobContext(output_dir=tmp_path))
     assert len({p["text"] for p in prefs}) == len(prefs)  # each question once
     assert "chosen" not in prefs[0]
-    sft = ppo.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "sft.jsonl", "verifier:demo"),
+    sft = ppo.rewards.load_prompts(make_config(Path("x"), paths.DEMO_DIR / "sft.jsonl", "verifier:demo"),
                            JobContext(output_dir=tmp_path))
     assert all(p["prompt"][-1]["role"] == "user" for p in sft)
 
@@ -234,7 +234,7 @@ def test_unusable_data_or_reward_is_refused_before_any_model_loads(tmp_path, pro
     from tuiapp import paths
 
     missing_model = tmp_path / "no-such-model"
-    with pytest.raises(ppo.PPODataError, match="text data .* PPO needs prompts"):
+    with pytest.raises(ppo.rewards.PromptDataError, match="text data .* PPO needs prompts"):
         ppo.train(make_config(missing_model, paths.DEMO_DIR / "corpus.txt", "verifier:demo"),
                   JobContext(output_dir=tmp_path / "a"))
     with pytest.raises(ppo.rewards.RewardError, match="cannot import module"):

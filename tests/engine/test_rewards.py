@@ -95,11 +95,10 @@ def test_reward_model_run_folder_from_store_or_home(tmp_path):
 def test_rl_presets_train_on_questions_the_verifier_can_check(name, tmp_path):
     from tuiapp.engine import config as cfgmod
     from tuiapp.engine.jobs import JobContext
-    from tuiapp.engine.ppo import load_prompts
 
     cfg = cfgmod.load_config(cfgmod.list_presets()[name])
     assert cfg.kind == name.removeprefix("demo-") and cfg.reward == "verifier:demo"
-    prompts = load_prompts(cfg, JobContext(output_dir=tmp_path))
+    prompts = rewards.load_prompts(cfg, JobContext(output_dir=tmp_path))
     records = [rewards.demo_record(p["text"]) for p in prompts]
     assert all(records)
     held = {e.name for e in demo_world.default_world().split("heldout")}

@@ -17,8 +17,7 @@ from tuiapp.engine import demo_world, rl  # noqa: E402
 from tuiapp.engine.config import GRPOJobConfig, RLOOJobConfig  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
 from tuiapp.engine.jobs import JobContext  # noqa: E402
-from tuiapp.engine.ppo import PPODataError  # noqa: E402
-from tuiapp.engine.rewards import load_reward  # noqa: E402
+from tuiapp.engine.rewards import PromptDataError, load_reward  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,5 +104,5 @@ def test_trl_reward_passes_records_to_the_verifier():
 
 def test_text_data_is_refused_before_any_model_loads(tmp_path):
     cfg = make(GRPOJobConfig, tmp_path / "no-model", paths.DEMO_DIR / "corpus.txt")
-    with pytest.raises(PPODataError, match="GRPO needs prompts"):
+    with pytest.raises(PromptDataError, match="GRPO needs prompts"):
         rl.train_grpo(cfg, JobContext(output_dir=tmp_path))

@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import data, rewards
+from . import rewards
 from .config import PPOJobConfig  # config registers the alignment configs (no cycle)
 from .jobs import JobContext, mark_checkpoint_complete
+from .rewards import load_prompts
 
 # ------------------------------------------------------------------ the math (pure, tested)
 
@@ -112,7 +113,7 @@ class AdaptiveKL:
         return self.beta
 
 
-# ------------------------------------------------------------------ prompts
+# ------------------------------------------------------------------ model pieces
 
 
 class PPOError(ValueError):
@@ -121,73 +122,6 @@ class PPOError(ValueError):
     phase = "load_model"
     kind = "config"
 
-
-class PPODataError(PPOError):
-    """The dataset gives no prompts to learn from."""
-
-    phase = "load_data"
-    kind = "data"
-
-
-PROMPT_SHAPES = ("{job} needs prompts: prompt rows {{\"prompt\": ...}}, or preference or SFT data "
-                 "(their questions are used)")
-
-
-def load_prompts(config: Any, ctx: JobContext) -> list[dict[str, Any]]:
-    """One record per distinct prompt: {"prompt": messages, "text": the user's question, ...extra
-    columns of the row such as reference/category}. Prompt, preference and SFT data all work:
-    PPO, GRPO and RLOO need only the questions (the answers come from the policy)."""
-    shapes = PROMPT_SHAPES.format(job=config.kind.upper())
-    from .sft import dataset_file
-
-    path = Path(ctx.dataset_path) if ctx.dataset_path else dataset_file(config.dataset)
-    report = data.validate(path)
-    if not report.ok or not report.records:
-        first = report.errors[0] if report.errors else "no rows"
-        raise PPODataError(f"{path} cannot give prompts: {first}; {shapes}")
-    raw = _raw_rows(path)
-    seen: dict[str, dict[str, Any]] = {}
-    for i, record in enumerate(report.records):
-        messages = _prompt_messages(record)
-        if not messages or messages[-1].get("role") != "user":
-            continue
-        text = messages[-1]["content"]
-        extra = raw.get(report.line_numbers[i], {}) if i < len(report.line_numbers) else {}
-        keep = {k: v for k, v in extra.items() if k not in ("prompt", "messages", "chosen", "rejected", "completion")}
-        seen.setdefault(json.dumps(messages), {**keep, "prompt": messages, "text": text})
-    if not seen:
-        raise PPODataError(f"{path} is {report.kind} data ({report.format}) with no user question to "
-                           f"answer; {shapes}")
-    return list(seen.values())
-
-
-def _prompt_messages(record: dict[str, Any]) -> list[dict[str, str]]:
-    if "messages" in record:  # SFT: the conversation up to its last user turn
-        msgs = record["messages"]
-        last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
-        return msgs[: last_user + 1]
-    prompt = record.get("prompt")
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return list(prompt or [])
-
-
-def _raw_rows(path: Path) -> dict[int, dict[str, Any]]:
-    """JSON-lines rows by line number, for the extra columns validation normalises away."""
-    if path.suffix != ".jsonl":
-        return {}
-    rows = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows[n] = row
-    return rows
-
-
-# ------------------------------------------------------------------ model pieces
 
 
 def load_policy(config: PPOJobConfig, ctx: JobContext):
@@ -264,7 +198,7 @@ def rollout(model, tokenizer, prompts: list[dict], config: PPOJobConfig, device,
     answer_mask = (torch.cumsum(is_stop.long(), 1) - is_stop.long() == 0).long()
     attention = torch.cat([prompt_mask, answer_mask], 1)
     responses = [tokenizer.decode(a[m.bool()], skip_special_tokens=True).strip()
-                 for a, m in zip(answer_ids, answer_mask)]
+                 for a, m in zip(answer_ids, answer_mask, strict=True)]
     return {
         "input_ids": torch.cat([ids, answer_ids], 1), "attention_mask": attention,
         "position_ids": (attention.cumsum(1) - 1).clamp(min=0), "prompt_len": width,

@@ -16,19 +16,23 @@ against the demo world's question templates (demo_world.QUESTIONS / FORBIDDEN_QU
 yields the entity and attribute, and the world gives the reference; so prompts taken from
 sft.jsonl or preferences.jsonl are scored too. A prompt the world does not know scores 0.
 
+``load_prompts(config, ctx)`` gives the RL jobs their prompts with those records: one per
+distinct question of a prompt, preference or SFT dataset, extra JSON-lines columns kept.
+
 No torch import at module level; ``run:`` loads the model only when asked.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import demo_world
+from . import data, demo_world
 
 RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
 
@@ -59,13 +63,81 @@ def load_reward(spec: str, store: Any = None, home: str | Path | None = None) ->
     raise RewardError(f"{spec!r} is not a reward source: {SPEC_HELP}")
 
 
+# ------------------------------------------------------------------ prompts and their records
+
+
+class PromptDataError(ValueError):
+    """The dataset gives no prompts to learn from."""
+
+    phase = "load_data"
+    kind = "data"
+
+
+PROMPT_SHAPES = ("{job} needs prompts: prompt rows {{\"prompt\": ...}}, or preference or SFT data "
+                 "(their questions are used)")
+
+
+def load_prompts(config: Any, ctx: Any) -> list[dict[str, Any]]:
+    """One record per distinct prompt: {"prompt": messages, "text": the user's question, ...extra
+    columns of the row such as reference/category}. Prompt, preference and SFT data all work:
+    PPO, GRPO and RLOO need only the questions (the answers come from the policy)."""
+    from .sft import dataset_file
+
+    shapes = PROMPT_SHAPES.format(job=config.kind.upper())
+    path = Path(ctx.dataset_path) if ctx.dataset_path else dataset_file(config.dataset)
+    report = data.validate(path)
+    if not report.ok or not report.records:
+        first = report.errors[0] if report.errors else "no rows"
+        raise PromptDataError(f"{path} cannot give prompts: {first}; {shapes}")
+    raw = _raw_rows(path)
+    seen: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(report.records):
+        messages = _prompt_messages(record)
+        if not messages or messages[-1].get("role") != "user":
+            continue
+        text = messages[-1]["content"]
+        extra = raw.get(report.line_numbers[i], {}) if i < len(report.line_numbers) else {}
+        keep = {k: v for k, v in extra.items() if k not in ("prompt", "messages", "chosen", "rejected", "completion")}
+        seen.setdefault(json.dumps(messages), {**keep, "prompt": messages, "text": text})
+    if not seen:
+        raise PromptDataError(f"{path} is {report.kind} data ({report.format}) with no user question "
+                              f"to answer; {shapes}")
+    return list(seen.values())
+
+
+def _prompt_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    if "messages" in record:  # SFT: the conversation up to its last user turn
+        msgs = record["messages"]
+        last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
+        return msgs[: last_user + 1]
+    prompt = record.get("prompt")
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt or [])
+
+
+def _raw_rows(path: Path) -> dict[int, dict[str, Any]]:
+    """JSON-lines rows by line number, for the extra columns validation normalises away."""
+    if path.suffix != ".jsonl":
+        return {}
+    rows = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows[n] = row
+    return rows
+
+
 # ------------------------------------------------------------------ demo verifier
 
 
 def verifier_reward(prompts: list[str], responses: list[str], records: list[dict] | None = None) -> list[float]:
     records = records or [{} for _ in prompts]
     out = []
-    for prompt, response, row in zip(prompts, responses, records):
+    for prompt, response, row in zip(prompts, responses, records, strict=True):
         record = row if _checkable(row) else demo_record(prompt)
         out.append(demo_world.verify(record, response) if record else 0.0)
     return out
@@ -121,7 +193,7 @@ def python_reward(target: str) -> RewardFn:
 
     def reward(prompts: list[str], responses: list[str], records: list[dict] | None = None) -> list[float]:
         out = []
-        for prompt, response in zip(prompts, responses):
+        for prompt, response in zip(prompts, responses, strict=True):
             value = func(prompt, response)
             try:
                 out.append(float(value))
@@ -166,8 +238,8 @@ def model_reward(folder: Path) -> RewardFn:
     def reward(prompts: list[str], responses: list[str], records: list[dict] | None = None) -> list[float]:
         # a multi-turn prompt is scored as the whole conversation the answer follows
         turns = [r.get("prompt") if isinstance((r or {}).get("prompt"), list) else p
-                 for p, r in zip(prompts, records or [{}] * len(prompts))]
-        return [float(x) for x in model.score_batch(list(zip(turns, responses)))]
+                 for p, r in zip(prompts, records or [{}] * len(prompts), strict=True)]
+        return [float(x) for x in model.score_batch(list(zip(turns, responses, strict=True)))]
 
     return reward
 

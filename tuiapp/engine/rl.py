@@ -20,7 +20,8 @@ from typing import Any
 from . import policy, rewards
 from .config import GRPOJobConfig, RLOOJobConfig
 from .jobs import JobContext
-from .ppo import PPOError, load_prompts
+from .ppo import PPOError
+from .rewards import load_prompts
 
 
 def train_grpo(config: GRPOJobConfig, ctx: JobContext) -> dict[str, Any]:
@@ -108,9 +109,11 @@ def build_trainer(config: GRPOJobConfig, ctx: JobContext, model, tokenizer, rows
                 beta=config.beta, temperature=config.temperature, top_k=0, top_p=1.0,
                 log_completions=False)
     if config.kind == "rloo":
-        from trl import RLOOConfig as TrlConfig, RLOOTrainer as Trainer
+        from trl import RLOOConfig as TrlConfig
+        from trl import RLOOTrainer as Trainer
     else:
-        from trl import GRPOConfig as TrlConfig, GRPOTrainer as Trainer
+        from trl import GRPOConfig as TrlConfig
+        from trl import GRPOTrainer as Trainer
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens, chat=True,
                              tokenizer=tokenizer)
     return Trainer(model=model, reward_funcs=[reward], args=TrlConfig(**args),
