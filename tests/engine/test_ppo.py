@@ -187,7 +187,8 @@ def test_ppo_raises_a_learnable_reward_and_saves_adapter_and_value_head(word_mod
 
 
 def test_cancel_then_resume_continues_the_rollout_count(word_model, prompts_file, yes_reward, tmp_path):
-    cfg = make_config(word_model, prompts_file, yes_reward, max_steps=5)
+    cfg = make_config(word_model, prompts_file, yes_reward, max_steps=5, sample_prompts=["what is 1 ?"],
+                      sample_max_new_tokens=4)
     straight = ListSink()
     ppo.train(cfg, JobContext(output_dir=tmp_path / "straight", sink=straight))
 
@@ -203,6 +204,7 @@ def test_cancel_then_resume_continues_the_rollout_count(word_model, prompts_file
     ckpt = tmp_path / "first" / "checkpoint-3"
     assert (ckpt / COMPLETE_MARKER).exists() and (ckpt / "value_head.safetensors").exists()
     assert first.of("checkpoint")[-1]["step"] == 3
+    assert [(e["step"], e["prompt"]) for e in first.of("sample")] == [(3, "what is 1 ?")]
 
     resumed = ListSink()
     result = ppo.train(cfg, JobContext(output_dir=tmp_path / "second", sink=resumed, resume_from=ckpt))
@@ -240,3 +242,68 @@ def test_unusable_data_or_reward_is_refused_before_any_model_loads(tmp_path, pro
     with pytest.raises(ppo.rewards.RewardError, match="cannot import module"):
         ppo.train(make_config(missing_model, prompts_file, "python:no_such_reward_mod:f"),
                   JobContext(output_dir=tmp_path / "b"))
+
+
+CLI_PPO = """
+kind = "ppo"
+base_model = "{model}"
+start_from = "{start}"
+dataset = "{data}"
+reward = "{reward}"
+max_steps = 3
+rollout_batch_size = 8
+mini_batch_size = 4
+max_new_tokens = 6
+ppo_epochs = 1
+learning_rate = 1e-2
+lora_r = 4
+lora_alpha = 8
+logging_steps = 1
+max_length = 64
+sample_prompts = []
+device = "cpu"
+dtype = "fp32"
+"""
+
+
+@pytest.mark.slow  # a child process imports torch and transformers (~20 s on 2 shared cores)
+def test_tuneloop_train_ppo_runs_from_an_sft_run_through_the_runner(word_model, prompts_file, yes_reward,
+                                                                     tmp_path, monkeypatch):
+    import typer
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from store import Store
+    from tuiapp import paths
+    from tuiapp.cli import train_cmd
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job's child process
+    monkeypatch.setenv("PYTHONPATH", sys.path[0])  # the child imports the test's reward module
+    home = tmp_path / "home"
+    home.mkdir()
+    store = Store(home / paths.DB_NAME)
+    base = store.add_model("word", "hf", str(word_model))
+    sft_dir = home / "runs" / "sft-made-by-hand"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(word_model),
+                   LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM")
+                   ).save_pretrained(sft_dir / "final")
+    sft_run = store.create_run("sft", {"base_model": str(word_model)}, base_model_id=base.id,
+                               output_dir=str(sft_dir), status="completed")
+    store.close()
+    preset = tmp_path / "ppo.toml"
+    preset.write_text(CLI_PPO.format(model=word_model, start=sft_run.id, data=prompts_file, reward=yes_reward),
+                      encoding="utf-8")
+
+    root = typer.Typer()
+    root.add_typer(train_cmd.app, name="train")
+    result = CliRunner().invoke(root, ["train", "ppo", "--config", str(preset)], obj={"home": str(home)})
+    assert result.exit_code == 0, result.output
+
+    store = Store(home / paths.DB_NAME)
+    run = store.list_runs(kind="ppo")[0]
+    assert run.status == "completed" and run.parent_run_id == sft_run.id
+    summary = store.metric_summary(run.id)
+    assert {"reward", "kl", "entropy", "clipfrac", "value_loss", "response_length"} <= set(summary)
+    assert summary["reward"]["count"] == 3
+    assert (Path(run.output_dir) / "final" / "value_head.safetensors").exists()
