@@ -28,7 +28,7 @@ from typing import Any
 
 from . import rewards
 from .config import PPOJobConfig  # config registers the alignment configs (no cycle)
-from .jobs import JobContext, mark_checkpoint_complete
+from .jobs import COMPLETE_MARKER, JobContext, mark_checkpoint_complete
 from .rewards import load_prompts
 
 # ------------------------------------------------------------------ the math (pure, tested)
@@ -123,7 +123,6 @@ class PPOError(ValueError):
     kind = "config"
 
 
-
 def load_policy(config: PPOJobConfig, ctx: JobContext):
     """(model with a trainable LoRA adapter, tokenizer, value head, device)."""
     import torch
@@ -181,8 +180,8 @@ def rollout(model, tokenizer, prompts: list[dict], config: PPOJobConfig, device,
 
     texts = [tokenizer.apply_chat_template(p["prompt"], add_generation_prompt=True, tokenize=False)
              for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-(config.max_length - config.max_new_tokens):]
-               for t in texts]
+    keep = max(8, config.max_length - config.max_new_tokens)  # a long prompt keeps its end
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-keep:] for t in texts]
     width = max(len(e) for e in encoded)
     pad = tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)  # left pad
@@ -285,8 +284,10 @@ def train(config: PPOJobConfig, ctx: JobContext) -> dict[str, Any]:
             break
         pick = random.Random(f"{config.seed}:{step}").sample(prompts, min(config.rollout_batch_size, len(prompts)))
         batch, responses = rollout(model, tokenizer, pick, config, device, stops)
-        scores = torch.tensor(reward_fn([p["text"] for p in pick], responses, pick),
-                              dtype=torch.float32, device=device)
+        scored = reward_fn([p["text"] for p in pick], responses, pick)
+        if len(scored) != len(pick):
+            raise PPOError(f"the reward {config.reward} gave {len(scored)} scores for {len(pick)} answers")
+        scores = torch.tensor(scored, dtype=torch.float32, device=device)
         with torch.no_grad():
             old_logp, entropy, old_values = forward_answers(model, value_head, batch, config.temperature)
             with model.disable_adapter():
@@ -324,7 +325,7 @@ def train(config: PPOJobConfig, ctx: JobContext) -> dict[str, Any]:
         "kl_last": history[-1]["kl"] if history else None,
     }
     if cancelled:
-        if step > first:  # a checkpoint of the rollouts done since the last one
+        if step > first and not (Path(ctx.output_dir) / f"checkpoint-{step}" / COMPLETE_MARKER).exists():
             save_checkpoint(ctx, config, model, tokenizer, value_head, optimizer, scheduler, kl_ctl, step)
         return result
     ctx.emit("phase", phase="save")
