@@ -285,3 +285,65 @@ class BlindRecorded(Message):
         self.label_id = label_id
         self.choice = choice
         self.swapped = swapped
+
+
+# ---- Label screen ----------------------------------------------------------------------------
+
+
+class LabelQueueLoaded(Message):
+    """The unlabelled tasks of `task_set` (None: no task set has any) read from the store."""
+
+    def __init__(self, task_set: str | None, tasks: list[Any]) -> None:
+        super().__init__()
+        self.task_set = task_set
+        self.tasks = tasks
+
+
+class LabelSaved(Message):
+    """A label is committed (synchronous=FULL) as `event` on `task`; `pair` is what was shown."""
+
+    def __init__(self, pair: Any, task: Any, event: Any) -> None:
+        super().__init__()
+        self.pair = pair
+        self.task = task
+        self.event = event
+
+
+class LabelUndone(Message):
+    """The undo event `undo` is committed; `pair` goes back in front of the queue."""
+
+    def __init__(self, undo: Any, pair: Any) -> None:
+        super().__init__()
+        self.undo = undo
+        self.pair = pair
+
+
+class LabelTaskReady(Message):
+    """The background feeder made a new task (its candidates are generated)."""
+
+    def __init__(self, task: Any, feeder: Any) -> None:
+        super().__init__()
+        self.task = task
+        self.feeder = feeder
+
+
+class LabelFeederEnded(Message):
+    """The feeder finished (`error` None) or stopped on an error said in words."""
+
+    def __init__(self, feeder: Any, made: int, error: str | None = None) -> None:
+        super().__init__()
+        self.feeder = feeder
+        self.made = made
+        self.error = error
+
+
+class LabelStatsReady(Message):
+    """`engine.label_stats(...)` for the Label screen's panel, plus store-wide facts."""
+
+    def __init__(self, task_set: str | None, stats: dict, facts: dict[str, str],
+                 choices: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.task_set = task_set
+        self.stats = stats
+        self.facts = facts
+        self.choices = choices

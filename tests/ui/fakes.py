@@ -304,3 +304,61 @@ class FakeCompareEngine(FakeEngine):
         self.calls.append(("run_eval", (list(refs), str(prompts), scorers, limit)))
         return evaluate.run_eval(self, refs, prompts, scorers=scorers or None, params=params,
                                  limit=limit, progress=progress, store=self.store)
+
+
+# ---- Label screen -------------------------------------------------------------------------------
+
+
+class ScriptedLabelGenerator:
+    """`complete(ref, prompt, ...)` like Generator's: a scripted answer per model, stored; an
+    optional gate holds each answer back (to look at the screen while pairs are generated)."""
+
+    def __init__(self, store, gate: threading.Event | None = None) -> None:
+        self.store = store
+        self.gate = gate
+        self.calls: list[tuple[str, str]] = []
+
+    def complete(self, ref, prompt, params=None, system=None, store_result=True):
+        if self.gate is not None:
+            self.gate.wait(5)
+        if ref == "broken":
+            raise RuntimeError("model 'broken' could not be loaded")
+        self.calls.append((ref, prompt))
+        text = f"{ref} answers: {prompt}"
+        row = self.store.add_generation(ref, prompt, text)
+        return FakeChunk(text, done=True, tokens=len(text.split()), meta={"generation_id": row.id})
+
+
+class FakeLabelEngine(FakeEngine):
+    """Label methods of the facade: statistics and export are the real (store-only) functions;
+    new tasks come from the real TaskFeeder over a scripted generator."""
+
+    def __init__(self, *args, gate: threading.Event | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.label_gate = gate
+        self.generator_: ScriptedLabelGenerator | None = None
+
+    def label_stats(self, store, task_set=None, n_boot=100):
+        from tuiapp.engine import labels
+
+        return labels.stats(store, task_set, n_boot=n_boot)
+
+    def win_rates(self, store, task_set=None, n_boot=100):
+        from tuiapp.engine import labels, winrate
+
+        return winrate.summarize(labels.comparisons(store, task_set), n_boot=n_boot)
+
+    def export_labels(self, store, task_set=None, out=None):
+        from tuiapp.engine import labels
+
+        return labels.export(store, task_set, out, home=self.home)
+
+    def start_label_feeder(self, store, refs, prompts, *, task_set=None, n=None, ahead=8,
+                           on_task=None, on_done=None, on_error=None):
+        from tuiapp.engine import labels
+
+        self.calls.append(("start_label_feeder", (list(refs), str(prompts), task_set, n)))
+        self.generator_ = ScriptedLabelGenerator(store, self.label_gate)
+        return labels.TaskFeeder(store, self.generator_, refs, prompts, task_set=task_set, n=n,
+                                 ahead=ahead, on_task=on_task, on_done=on_done,
+                                 on_error=on_error).start()

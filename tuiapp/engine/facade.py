@@ -371,6 +371,40 @@ class Engine:
                 choices.append((f"{Path(export.path).name} (GGUF export)", export.path))
         return choices
 
+    # ---- preference labelling (Label screen, `tuneloop labels`) --------------------------------
+
+    def label_stats(self, store: Any, task_set: str | None = None, n_boot: int = 500) -> dict:
+        """Counts, pace, self-agreement and win-rates (labels.stats)."""
+        from tuiapp.engine import labels
+
+        return labels.stats(store, task_set, n_boot=n_boot)
+
+    def win_rates(self, store: Any, task_set: str | None = None, n_boot: int = 1000) -> dict:
+        """Per pair of models wins/ties/losses and Bradley-Terry strengths with 95% intervals,
+        from live labels (repeats left out) — for the Label and Runs screens."""
+        from tuiapp.engine import labels, winrate
+
+        return winrate.summarize(labels.comparisons(store, task_set), n_boot=n_boot)
+
+    def export_labels(self, store: Any, task_set: str | None = None,
+                      out: str | Path | None = None) -> Any:
+        """Live labels -> a new immutable preference dataset version (labels.export)."""
+        from tuiapp.engine import labels
+
+        return labels.export(store, task_set, out, home=self._home)
+
+    def start_label_feeder(self, store: Any, refs: list[str], prompts: Any, *,
+                           task_set: str | None = None, n: int | None = None, ahead: int = 8,
+                           on_task: Any = None, on_done: Any = None, on_error: Any = None) -> Any:
+        """Start making label tasks in a background thread, `ahead` tasks ahead of the
+        labeller (labels.TaskFeeder, started). Raises LabelsError for bad REFs or prompts."""
+        from tuiapp.engine import labels
+
+        return labels.TaskFeeder(store, self.generator(), refs, prompts, task_set=task_set, n=n,
+                                 ahead=ahead, on_task=on_task, on_done=on_done,
+                                 on_error=on_error).start()
+
+
 def _progress_dict(run: Any, progress: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": run.id,

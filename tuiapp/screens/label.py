@@ -1,40 +1,508 @@
-"""Label: pairwise preference labelling. Shows the labels and tasks the store already holds."""
+"""Label: pairwise preference labelling by keyboard, durable to the keystroke.
+
+One prompt, two answers (models hidden, sides drawn per task), one key per judgement. A key
+commits the label through the store (synchronous=FULL) in a thread worker; only when the
+`LabelSaved` message arrives does the screen say "saved" and draw the next pair, so nothing shown
+as saved can be lost by a crash. Keys pressed while a save is in flight are queued, not dropped.
+Undo walks back through this session's labels (then the task set's, newest first); the undone
+pair comes back to the front. A share of labelled pairs comes back with sides swapped (a new
+task pointing at the original) to measure self-agreement.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tuiapp.screens.overview import OverviewScreen, Section
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from tuiapp.messages import (
+    LabelFeederEnded,
+    LabelQueueLoaded,
+    LabelSaved,
+    LabelStatsReady,
+    LabelTaskReady,
+    LabelUndone,
+    WorkFailed,
+)
+from tuiapp.screens.areas import AreaScreen
+from tuiapp.screens.compare_blind import to_candidate_order
+from tuiapp.screens.label_modals import EditAnswerScreen, NewTasksScreen
+from tuiapp.widgets.preference_bar import PreferenceBar
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
+SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad",
+        "skip": "skipped"}
+KEYS_LINE = ("1/← A better · 2/→ B better · t tie · b both bad · s skip · e/E rewrite A/B · "
+             "u undo · n new tasks · ? help")
+COMMANDS = (
+    ("tuneloop labels new --models A,B --prompts FILE", "make label tasks from two models"),
+    ("tuneloop labels export [--task-set S]", "labels → an immutable preference dataset version"),
+    ("tuneloop labels stats", "counts, agreement and win-rates"),
+)
 
 
-class LabelScreen(OverviewScreen):
+@dataclass(frozen=True)
+class Pair:
+    """What is on screen. `task` is None for a repeat not yet saved (made when labelled)."""
+
+    task: Any
+    prompt: str
+    system: str | None
+    candidates: list
+    swapped: bool  # candidate b shown as A
+    repeat_of: Any = None
+
+    def shown(self) -> tuple[dict, dict]:
+        a, b = self.candidates[0], self.candidates[1]
+        return (b, a) if self.swapped else (a, b)
+
+
+def pair_for(task: Any) -> Pair:
+    from tuiapp.engine.labels import display_swapped
+
+    return Pair(task, task.prompt, task.system, task.candidates, display_swapped(task))
+
+
+class LabelScreen(AreaScreen):
     AREA = "label"
     AREA_TITLE = "Label"
-    PURPOSE = (
-        "Label will show two answers to one prompt (sides shuffled) and take one key per "
-        "judgement — a, b, tie, both bad, skip, undo — each committed to the store as it is "
-        "pressed; the labels then become a new preference dataset version for DPO or a reward "
-        "model. Making label tasks needs the generation backends, which are not part of this "
-        "build yet. What the store holds now:"
-    )
-    COMMANDS = (
-        ("tuneloop labels new --models A,B --prompts FILE", "make label tasks from two models"),
-        ("tuneloop labels export NAME", "labels → an immutable preference dataset version"),
-        ("tuneloop labels stats", "counts, agreement and win-rates"),
-    )
-    SECTIONS = (
-        Section("label-choices", "Live labels by choice", ("choice", "labels"), "No labels yet."),
-    )
+    BINDINGS = [
+        Binding("1,left", "choose('a')", "A better", id="label.a"),
+        Binding("2,right", "choose('b')", "B better", id="label.b"),
+        Binding("t", "choose('tie')", "Tie", id="label.tie"),
+        Binding("b", "choose('both_bad')", "Both bad", id="label.both_bad"),
+        Binding("s", "choose('skip')", "Skip", id="label.skip"),
+        Binding("e", "edit('A')", "Rewrite A", id="label.edit_a"),
+        Binding("E", "edit('B')", "Rewrite B", id="label.edit_b", show=False),
+        Binding("u", "undo", "Undo", id="label.undo"),
+        Binding("n", "new_tasks", "New tasks", id="label.new"),
+        Binding("ctrl+r", "refresh", "Refresh", id="label.refresh", show=False),
+    ]
+    DEFAULT_CSS = """
+    #label-main { width: 1fr; padding: 0 1; }
+    #label-status { height: 2; }
+    #label-prompt { height: auto; max-height: 8; border: round $panel; padding: 0 1; }
+    #label-answers { height: 1fr; }
+    .label-answer { width: 1fr; height: 1fr; border: round $panel; padding: 0 1; }
+    #label-keys { height: 1; color: $text-muted; }
+    #label-side { width: 44; border-left: vkey $panel; padding: 0 1; }
+    #label-side .section-title { text-style: bold; color: $accent; margin-top: 1; }
+    #label-choices { height: auto; max-height: 7; }
+    """
+    # Share of labels followed by a repeat of an earlier pair (sides swapped).
+    repeat_share = 0.1
+    # Seconds between stats refreshes while labelling (the bootstrap is not free).
+    stats_gap = 0.5
 
-    def collect(self, store: Any):
-        labels = store.live_labels()
-        by_choice = Counter(label.choice for label in labels)
-        facts = {"live labels": str(len(labels))}
-        list_tasks = getattr(store, "list_label_tasks", None)
-        if list_tasks is not None:
-            facts["label tasks"] = str(len(list_tasks()))
-        rows = [(choice, by_choice[choice]) for choice in CHOICES if by_choice[choice]]
-        return {"label-choices": rows}, facts
+    def __init__(self) -> None:
+        super().__init__()
+        self.task_set: str | None = None
+        self.queue: deque[Pair] = deque()
+        self.current: Pair | None = None
+        self.history: list[tuple[Any, Pair]] = []  # (label event, pair) of this session
+        self.saving = False
+        self.pending: deque[tuple[str, Any]] = deque()
+        self.shown_at = 0.0
+        self.drawn = 0  # pairs drawn so far (tests and the benchmark wait on it)
+        self.last_saved: tuple[int, int] | None = None  # (task id, event id) shown as saved
+        self.last_undone: int | None = None  # label event id shown as undone
+        self.session_labels = 0
+        self.session_ms = 0
+        self.repeated: set[int] = set()
+        self.rng = random.Random(0)
+        self.feeder: Any = None
+        self._early: list[Any] = []
+        self.facts: dict[str, str] = {}
+        self.stats: dict | None = None
+        self.loaded = False
+        self._stats_running = False
+        self._stats_dirty = False
+
+    # ---- layout --------------------------------------------------------------------------
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="label-main"):
+                yield Static("", id="label-status")
+                yield Static("", id="label-prompt")
+                with Horizontal(id="label-answers"):
+                    for side in ("a", "b"):
+                        scroll = VerticalScroll(Static("", id=f"label-text-{side}"),
+                                                id=f"label-{side}", classes="label-answer")
+                        scroll.can_focus = False  # ← and → are labels, never scrolling
+                        scroll.border_title = side.upper()
+                        yield scroll
+                yield Static(KEYS_LINE, id="label-keys")
+            side = VerticalScroll(id="label-side")
+            side.can_focus = False
+            with side:
+                yield Static("", id="facts", classes="facts")
+                yield Static("", id="label-agreement")
+                yield Static("Labels by choice", classes="section-title")
+                table = DataTable(id="label-choices", cursor_type="none", zebra_stripes=True)
+                table.can_focus = False
+                yield table
+                yield Static("No labels yet.", id="label-choices-empty", classes="empty")
+                yield Static("Win-rates", classes="section-title")
+                yield PreferenceBar(id="label-winrates")
+                yield Static(self._commands_text(), classes="commands")
+
+    @staticmethod
+    def _commands_text() -> Text:
+        text = Text()
+        for command, what in COMMANDS:
+            text.append(f"$ {command}\n", style="bold")
+            text.append(f"  {what}\n")
+        text.rstrip()
+        return text
+
+    def on_mount(self) -> None:
+        self.query_one("#label-choices", DataTable).add_columns("choice", "labels")
+        self.load_queue()
+        self.set_interval(self.stats_gap, self._stats_tick)
+
+    def on_unmount(self) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
+
+    def action_refresh(self) -> None:
+        self.load_queue()
+
+    # ---- the queue -----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="label-queue", exit_on_error=False)
+    def load_queue(self, task_set: str | None = None) -> None:
+        """The task set to label (the given one, else the newest with unlabelled tasks, blind
+        rounds aside) and its unlabelled tasks."""
+        try:
+            store = self.store
+            if task_set is None:
+                open_ = [t for t in store.list_label_tasks(unlabelled_only=True)
+                         if t.task_set != "blind"]
+                task_set = open_[-1].task_set if open_ else None
+            tasks = store.list_label_tasks(task_set, unlabelled_only=True) if task_set else []
+            if task_set is None:  # tasks without a set
+                tasks = [t for t in store.list_label_tasks(unlabelled_only=True)
+                         if t.task_set is None]
+        except Exception as exc:
+            self.post_message(WorkFailed("reading label tasks", str(exc) or type(exc).__name__))
+            return
+        self.post_message(LabelQueueLoaded(task_set, tasks))
+
+    def on_label_queue_loaded(self, message: LabelQueueLoaded) -> None:
+        self.task_set = message.task_set
+        self.queue = deque(pair_for(t) for t in message.tasks if len(t.candidates) >= 2)
+        self.current = None
+        self.loaded = True
+        self._draw_next()
+        self.refresh_stats()
+
+    def _draw_next(self) -> None:
+        self.current = self.queue.popleft() if self.queue else None
+        self._draw()
+
+    def _draw(self) -> None:
+        pair = self.current
+        prompt = self.query_one("#label-prompt", Static)
+        texts = [self.query_one(f"#label-text-{s}", Static) for s in ("a", "b")]
+        if pair is None:
+            waiting = self.feeder is not None and self.feeder.running
+            prompt.update(Text("Generating the next pair…" if waiting else
+                               "Nothing to label. Press n to make label tasks from two models, "
+                               "or run the command on the right."))
+            for t in texts:
+                t.update("")
+        else:
+            body = Text()
+            if pair.system:
+                body.append(f"system: {pair.system}\n", style="dim")
+            body.append(pair.prompt)
+            prompt.update(body)
+            for widget, cand in zip(texts, pair.shown(), strict=True):
+                widget.update(Text(cand["output"]))
+            for side in ("a", "b"):
+                self.query_one(f"#label-{side}").scroll_home(animate=False)
+        self.shown_at = time.perf_counter()
+        self.drawn += 1
+
+    # ---- keys ----------------------------------------------------------------------------
+
+    def action_choose(self, screen_choice: str, edited: str | None = None) -> None:
+        if self.saving:
+            self.pending.append(("choose", (screen_choice, edited)))
+            return
+        pair = self.current
+        if pair is None:
+            self._status(Text("Nothing to label here yet."))
+            return
+        self.saving = True
+        elapsed = int((time.perf_counter() - self.shown_at) * 1000)
+        choice = to_candidate_order(screen_choice, pair.swapped)
+        self._save(pair, choice, edited, elapsed)
+
+    @work(thread=True, group="label-save", exit_on_error=False)
+    def _save(self, pair: Pair, choice: str, edited: str | None, elapsed_ms: int) -> None:
+        from tuiapp.engine.labels import make_repeat
+
+        try:
+            task = pair.task or make_repeat(self.store, pair.repeat_of, pair.swapped)
+            event = self.store.add_label(task.id, choice, swapped=pair.swapped, edited=edited,
+                                         elapsed_ms=elapsed_ms)
+        except Exception as exc:
+            self.post_message(LabelSaved(pair, None, str(exc) or type(exc).__name__))
+            return
+        self.post_message(LabelSaved(pair, task, event))
+
+    def on_label_saved(self, message: LabelSaved) -> None:
+        self.saving = False
+        pair = message.pair
+        if message.task is None:  # not saved: say why, move on (e.g. labelled elsewhere)
+            self._status(Text(f"Not saved: {message.event}", style="bold red"))
+            self._draw_next()
+            self._run_pending()
+            return
+        event = message.event
+        pair = replace(pair, task=message.task)
+        self.history.append((event, pair))
+        self.last_saved = (message.task.id, event.id)
+        self.session_labels += 1
+        self.session_ms += event.elapsed_ms or 0
+        if self.feeder is not None and pair.repeat_of is None:
+            self.feeder.consumed()
+        self._status(self._saved_line(pair, event))
+        self._maybe_repeat(pair, event)
+        self._draw_next()
+        self._stats_dirty = True
+        self._run_pending()
+
+    def _saved_line(self, pair: Pair, event: Any) -> Text:
+        shown_a, shown_b = pair.shown()
+        said = SAID[to_candidate_order(event.choice, pair.swapped)]
+        if event.edited:
+            said = f"your rewrite beats {'A' if said.startswith('A') else 'B'}"
+        text = Text()
+        text.append(f"✓ saved task {pair.task.id}: {said}", style="bold green")
+        text.append(f" — A was {shown_a['model_ref']}, B was {shown_b['model_ref']}")
+        if pair.repeat_of is not None:
+            text.append(f" (repeat of task {pair.repeat_of.id})", style="dim")
+        return text
+
+    def _maybe_repeat(self, pair: Pair, event: Any) -> None:
+        if self.rng.random() >= self.repeat_share:
+            return
+        done = [(e, p) for e, p in self.history if p.repeat_of is None
+                and e.choice != "skip" and p.task.id not in self.repeated]
+        if not done:
+            return
+        original_event, original = done[self.rng.randrange(len(done))]
+        self.repeated.add(original.task.id)
+        self.queue.appendleft(Pair(None, original.prompt, original.system, original.candidates,
+                                   not original_event.swapped, repeat_of=original.task))
+
+    def action_undo(self) -> None:
+        if self.saving:
+            self.pending.append(("undo", None))
+            return
+        self.saving = True
+        if self.history:
+            event, pair = self.history.pop()
+            self._undo(event.id, pair)
+        else:
+            self._undo(None, None)
+
+    @work(thread=True, group="label-save", exit_on_error=False)
+    def _undo(self, event_id: int | None, pair: Pair | None) -> None:
+        try:
+            if event_id is not None:
+                undo = self.store.undo_label(event_id)
+            else:
+                undo = self.store.undo_label(task_set=self.task_set)
+                if undo is not None:
+                    task = self.store.get_label_task(undo.task_id)
+                    label = self.store.get_label_event(undo.undoes_event_id)
+                    pair = replace(pair_for(task), swapped=label.swapped)
+        except Exception as exc:
+            self.post_message(WorkFailed("undo", str(exc) or type(exc).__name__))
+            self.post_message(LabelUndone(None, None))
+            return
+        self.post_message(LabelUndone(undo, pair))
+
+    def on_label_undone(self, message: LabelUndone) -> None:
+        self.saving = False
+        if message.undo is None:
+            if message.pair is None:
+                self._status(Text("Nothing to undo."))
+        else:
+            self.last_undone = message.undo.undoes_event_id
+            if self.current is not None:
+                self.queue.appendleft(self.current)
+            self.current = message.pair
+            self._draw()
+            self.session_labels = max(0, self.session_labels - 1)
+            self._status(Text(f"↶ undid the label of task {message.pair.task.id}; label it again",
+                              style="bold yellow"))
+            self._stats_dirty = True
+        self._run_pending()
+
+    def _run_pending(self) -> None:
+        while self.pending and not self.saving:
+            kind, arg = self.pending.popleft()
+            if kind == "choose":
+                self.action_choose(*arg)
+            else:
+                self.action_undo()
+
+    def action_edit(self, side: str) -> None:
+        pair = self.current
+        if pair is None or self.saving:
+            return
+        shown = pair.shown()[0 if side == "A" else 1]
+
+        def done(text: str | None) -> None:
+            if text is not None and self.current is pair:
+                self.action_choose("a" if side == "A" else "b", edited=text)
+
+        self.app.push_screen(EditAnswerScreen(side, shown["output"]), done)
+
+    # ---- new tasks: generated ahead in the background ------------------------------------
+
+    def action_new_tasks(self) -> None:
+        def done(spec: dict | None) -> None:
+            if spec:
+                self._start_feeder(spec)
+
+        self.app.push_screen(NewTasksScreen(), done)
+
+    @work(thread=True, group="label-feeder", exit_on_error=False)
+    def _start_feeder(self, spec: dict) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
+        box: dict[str, Any] = {}
+        try:
+            box["feeder"] = self.engine.start_label_feeder(
+                self.store, spec["refs"], spec["prompts"], task_set=spec.get("task_set"),
+                n=spec.get("n"),
+                on_task=lambda task: self.post_message(LabelTaskReady(task, box.get("feeder"))),
+                on_done=lambda made: self.post_message(LabelFeederEnded(box.get("feeder"), made)),
+                on_error=lambda err: self.post_message(
+                    LabelFeederEnded(box.get("feeder"), 0, err)))
+        except Exception as exc:
+            self.post_message(WorkFailed("new label tasks", str(exc) or type(exc).__name__))
+            return
+        self.post_message(LabelTaskReady(None, box["feeder"]))
+
+    def on_label_task_ready(self, message: LabelTaskReady) -> None:
+        task = message.task
+        if task is None:  # the feeder started: its task set takes over the queue
+            self.feeder = message.feeder
+            self.task_set = self.feeder.task_set
+            early, self._early = [t for t in self._early if t.task_set == self.task_set], []
+            self.queue = deque(pair_for(t) for t in early)
+            self.current = None
+            if not self.saving:
+                self._draw_next()
+            self._status(Text(f"Generating {self.feeder.total} pairs for {self.task_set!r}, "
+                              f"a few ahead of you…"))
+            return
+        if self.feeder is None or task.task_set != self.task_set:
+            self._early.append(task)  # made before the start message arrived
+            return
+        self.queue.append(pair_for(task))
+        if self.current is None and not self.saving:
+            self._draw_next()
+        self._stats_dirty = True
+
+    def on_label_feeder_ended(self, message: LabelFeederEnded) -> None:
+        if message.error:
+            self.notify(f"making label tasks stopped: {message.error}", severity="error",
+                        timeout=10)
+        if self.current is None:
+            self._draw()
+
+    # ---- stats panel ---------------------------------------------------------------------
+
+    def _stats_tick(self) -> None:
+        if self._stats_dirty and not self._stats_running:
+            self.refresh_stats()
+
+    def refresh_stats(self) -> None:
+        self._stats_dirty = False
+        self._stats_running = True
+        self.load_stats(self.task_set)
+
+    @work(thread=True, exclusive=True, group="label-stats", exit_on_error=False)
+    def load_stats(self, task_set: str | None) -> None:
+        try:
+            stats_of = getattr(self.engine, "label_stats", None)
+            if stats_of is None:  # an engine without labelling still gets the store's counts
+                from tuiapp.engine import labels
+
+                stats_of = labels.stats
+            stats = stats_of(self.store, task_set)
+            live = self.store.live_labels()
+            facts = {"task set": task_set or "–", "live labels": str(len(live)),
+                     "label tasks": str(len(self.store.list_label_tasks()))}
+        except Exception as exc:
+            self.post_message(WorkFailed("label stats", str(exc) or type(exc).__name__))
+            self.post_message(LabelStatsReady(task_set, {}, {}, []))
+            return
+        by = stats.get("by_choice", {})
+        choices = [(c, by[c]) for c in CHOICES if by.get(c)]
+        self.post_message(LabelStatsReady(task_set, stats, facts, choices))
+
+    def on_label_stats_ready(self, message: LabelStatsReady) -> None:
+        self._stats_running = False
+        if not message.facts:
+            return
+        self.stats, st = message.stats, message.stats
+        facts = dict(message.facts)
+        facts["done"] = f"{st['labelled']}/{st['tasks']}"
+        if self.session_labels and self.session_ms:
+            facts["pace"] = (f"{60000 * self.session_labels / self.session_ms:.1f}/min · "
+                             f"{self.session_ms / self.session_labels / 1000:.1f} s/label")
+        elif st.get("labels_per_minute"):
+            facts["pace"] = f"{st['labels_per_minute']:.1f}/min"
+        self.facts = facts
+        text = Text()
+        for label, value in facts.items():
+            text.append(f"{label}: ", style="bold")
+            text.append(f"{value}\n")
+        text.rstrip()
+        self.query_one("#facts", Static).update(text)
+        self.query_one("#label-agreement", Static).update(agreement_text(st["agreement"]))
+        table = self.query_one("#label-choices", DataTable)
+        table.clear()
+        for choice, count in message.choices:
+            table.add_row(choice, str(count))
+        table.display = bool(message.choices)
+        self.query_one("#label-choices-empty").display = not message.choices
+        self.query_one("#label-winrates", PreferenceBar).show(st["win_rates"])
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#label-status", Static).update(text)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)
+
+
+def agreement_text(ag: dict) -> Text:
+    """The label-noise meter: self-agreement on repeated pairs as a bar."""
+    text = Text()
+    text.append("Self-agreement ", style="bold")
+    if not ag.get("pairs"):
+        return text.append("– (no repeats labelled yet)", style="dim")
+    rate = ag["rate"]
+    filled = round(rate * 20)
+    text.append("█" * filled, style="#87d75f")
+    text.append("█" * (20 - filled), style="#ff5f5f")
+    text.append(f" {ag['agree']}/{ag['pairs']} ({rate:.0%})\nlabel noise ≈ {ag['noise']:.0%}")
+    return text
