@@ -210,7 +210,13 @@ class _ProgressSink:
     def emit(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "progress":
-            self.progress.update(self.task, completed=event["step"], total=event["total_steps"])
+            # Under a time budget the Trainer's own total is a placeholder; the wall-clock
+            # schedule's projection (the smaller one) is the honest total.
+            total = event["total_steps"]
+            shown = self.progress.tasks[0].total
+            if shown and total and total > shown and event["step"] > 0:
+                total = shown
+            self.progress.update(self.task, completed=event["step"], total=total)
         elif kind == "metrics":
             values = event.get("values", {})
             self.loss = values.get("loss", self.loss)
