@@ -231,9 +231,9 @@ def _labelled(store: Any, task_set: str | None) -> tuple[dict[int, Any], dict[in
     return tasks, live
 
 
-def comparisons(store: Any, task_set: str | None = None) -> list[tuple[str, str, str]]:
+def comparisons(store: Any, task_set: str | None = None, _read=None) -> list[tuple[str, str, str]]:
     """(model of candidate a, model of candidate b, choice) per live label, repeats left out."""
-    tasks, live = _labelled(store, task_set)
+    tasks, live = _read or _labelled(store, task_set)
     out = []
     for task_id, event in live.items():
         task = tasks[task_id]
@@ -243,10 +243,10 @@ def comparisons(store: Any, task_set: str | None = None) -> list[tuple[str, str,
     return out
 
 
-def agreement(store: Any, task_set: str | None = None) -> dict[str, Any]:
+def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, Any]:
     """Self-agreement over repeats: a repeat agrees when its label (in candidate order) equals
     the original's. Skips on either side do not count. `noise` = 1 - rate."""
-    tasks, live = _labelled(store, task_set)
+    tasks, live = _read or _labelled(store, task_set)
     pairs = agree = 0
     for task_id, event in live.items():
         original = (tasks[task_id].meta or {}).get("repeat_of")
@@ -264,7 +264,7 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
     """Counts, pace, self-agreement and win-rates of one task set (None: all)."""
     from tuiapp.engine import winrate
 
-    tasks, live = _labelled(store, task_set)
+    read = tasks, live = _labelled(store, task_set)  # one read serves every figure
     originals = [t for t in tasks.values() if not is_repeat(t)]
     done = [e for tid, e in live.items() if not is_repeat(tasks[tid])]
     elapsed = sorted(e.elapsed_ms for e in live.values() if e.elapsed_ms)
@@ -278,8 +278,9 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
         "by_choice": dict(Counter(e.choice for e in done)),
         "median_ms": elapsed[len(elapsed) // 2] if elapsed else None,
         "labels_per_minute": 60000.0 / mean_ms if mean_ms else None,
-        "agreement": agreement(store, task_set),
-        "win_rates": winrate.summarize(comparisons(store, task_set), n_boot=n_boot, seed=seed),
+        "agreement": agreement(store, task_set, read),
+        "win_rates": winrate.summarize(comparisons(store, task_set, read), n_boot=n_boot,
+                                       seed=seed),
     }
 
 

@@ -79,7 +79,7 @@ def bootstrap(models: Sequence[str], comparisons: Sequence[tuple[str, str, float
     for col, (i, j, outcome) in enumerate(keys):
         W[:, i, j] += counts[:, col] * outcome
         W[:, j, i] += counts[:, col] * (1.0 - outcome)
-    scores = fit_bradley_terry(W, iters=200, tol=1e-8)
+    scores = fit_bradley_terry(W, iters=200, tol=1e-6)
     low, high = np.quantile(scores, [0.025, 0.975], axis=0)
     return [float(x) for x in low], [float(x) for x in high]
 

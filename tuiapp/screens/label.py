@@ -102,6 +102,7 @@ class LabelScreen(AreaScreen):
     repeat_share = 0.1
     # Seconds between stats refreshes while labelling (the bootstrap is not free).
     stats_gap = 0.5
+    stats_idle = 1.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -113,6 +114,7 @@ class LabelScreen(AreaScreen):
         self.pending: deque[tuple[str, Any]] = deque()
         self.shown_at = 0.0
         self.drawn = 0  # pairs drawn so far (tests and the benchmark wait on it)
+        self.drawn_at = 0.0
         self.last_saved: tuple[int, int] | None = None  # (task id, event id) shown as saved
         self.last_undone: int | None = None  # label event id shown as undone
         self.session_labels = 0
@@ -126,6 +128,7 @@ class LabelScreen(AreaScreen):
         self.loaded = False
         self._stats_running = False
         self._stats_dirty = False
+        self._last_key_at = 0.0
 
     # ---- layout --------------------------------------------------------------------------
 
@@ -231,12 +234,13 @@ class LabelScreen(AreaScreen):
                 widget.update(Text(cand["output"]))
             for side in ("a", "b"):
                 self.query_one(f"#label-{side}").scroll_home(animate=False)
-        self.shown_at = time.perf_counter()
+        self.shown_at = self.drawn_at = time.perf_counter()
         self.drawn += 1
 
     # ---- keys ----------------------------------------------------------------------------
 
     def action_choose(self, screen_choice: str, edited: str | None = None) -> None:
+        self._last_key_at = time.perf_counter()
         if self.saving:
             self.pending.append(("choose", (screen_choice, edited)))
             return
@@ -278,9 +282,9 @@ class LabelScreen(AreaScreen):
         self.session_ms += event.elapsed_ms or 0
         if self.feeder is not None and pair.repeat_of is None:
             self.feeder.consumed()
-        self._status(self._saved_line(pair, event))
         self._maybe_repeat(pair, event)
         self._draw_next()
+        self._status(self._saved_line(pair, event))
         self._stats_dirty = True
         self._run_pending()
 
@@ -294,6 +298,10 @@ class LabelScreen(AreaScreen):
         text.append(f" — A was {shown_a['model_ref']}, B was {shown_b['model_ref']}")
         if pair.repeat_of is not None:
             text.append(f" (repeat of task {pair.repeat_of.id})", style="dim")
+        pace = (f" · {60000 * self.session_labels / self.session_ms:.1f} labels/min"
+                if self.session_ms else "")
+        text.append(f"\n{self.session_labels} labelled this session · {len(self.queue)} "
+                    f"more in the queue{pace}", style="dim")
         return text
 
     def _maybe_repeat(self, pair: Pair, event: Any) -> None:
@@ -309,6 +317,7 @@ class LabelScreen(AreaScreen):
                                    not original_event.swapped, repeat_of=original.task))
 
     def action_undo(self) -> None:
+        self._last_key_at = time.perf_counter()
         if self.saving:
             self.pending.append(("undo", None))
             return
@@ -431,11 +440,15 @@ class LabelScreen(AreaScreen):
     # ---- stats panel ---------------------------------------------------------------------
 
     def _stats_tick(self) -> None:
-        if self._stats_dirty and not self._stats_running:
+        # The panel (bootstrap included) waits for a pause in the typing: while labels come
+        # fast it would only compete with the saves; the status line keeps the count meanwhile.
+        idle = time.perf_counter() - self._last_key_at >= self.stats_idle
+        if self._stats_dirty and not self._stats_running and idle:
             self.refresh_stats()
 
     def refresh_stats(self) -> None:
         self._stats_dirty = False
+        self._last_key_at = 0.0
         self._stats_running = True
         self.load_stats(self.task_set)
 

@@ -1,0 +1,121 @@
+"""Label latency: keypress → label committed (synchronous=FULL) → next pair drawn.
+
+    .venv/bin/python bench/label_latency.py [--pairs 1000] [--db PATH]
+
+Builds a queue of synthetic pairs in a temporary SQLite file (a real file, so every label pays
+its fsync), opens the real Label screen headless, presses a label key per pair and times each
+from the key (sent through the headless driver, as a terminal's would be) until the next pair's
+widgets are updated (`LabelScreen.drawn_at`; the paint follows on the next frame). Prints p50/p90/p99/max and, last,
+`p99_ms X` (the goal is ≤ 50). A baseline line times the bare store write alone in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_queue(db: Path, n: int) -> None:
+    from store import Store
+
+    store = Store(db)
+    rng = random.Random(0)
+    words = "the model answers with a short clear sentence about towns rivers and people".split()
+    for i in range(n):
+        cands = [{"model_ref": ref, "output": " ".join(rng.choices(words, k=rng.randint(20, 80)))}
+                 for ref in ("base", "run:1")]
+        store.create_label_task(f"synthetic question {i}: " + " ".join(rng.choices(words, k=12)),
+                                cands, task_set="bench")
+    store.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def run(db: Path, home: Path, n: int) -> list[float]:
+    from store import Store
+    from tuiapp.app import Settings, TuiApp
+    from tuiapp.engine.facade import Engine
+
+    store = Store(db)
+    app = TuiApp(store=store, engine=Engine(store=store, home=home),
+                 settings=Settings(home=home, refresh_interval=0, poll_interval=0))
+    keys = ["1", "2", "t", "b", "left", "right"]
+    times: list[float] = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f6")
+        screen = app.screen
+        while not screen.loaded:
+            await pilot.pause(0.01)
+        await pilot.pause(0.2)
+        for i in range(n):
+            before = screen.drawn
+            t0 = time.perf_counter()
+            # the key enters where a terminal's would: through the driver's message queue
+            send_key(app, keys[i % len(keys)])
+            while screen.drawn == before:
+                await asyncio.sleep(0)
+            times.append((screen.drawn_at - t0) * 1000)
+            await asyncio.sleep(0.002)  # a human never types 1000 labels back to back
+    store.close()
+    return times
+
+
+def send_key(app, key: str) -> None:
+    from textual import events
+
+    char = {"left": None, "right": None}.get(key, key)
+    event = events.Key(key, char)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
+def store_baseline(db: Path, n: int) -> list[float]:
+    """The bare durable write, for comparison: what the screen adds is the rest."""
+    from store import Store
+
+    store = Store(db)
+    tasks = store.list_label_tasks("bench", unlabelled_only=True)[:n]
+    times = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        store.add_label(task.id, "a")
+        times.append((time.perf_counter() - t0) * 1000)
+    store.close()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--db", help="SQLite file to use (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
+        db = Path(args.db) if args.db else Path(tmp) / "tuneloop.db"
+        home = Path(tmp) / "home"
+        home.mkdir()
+        make_queue(db, args.pairs + 200)
+        times = asyncio.run(run(db, home, args.pairs))
+        base = store_baseline(db, 200)
+    print(f"store.add_label alone (n=200): p50 {statistics.median(base):.2f} ms, "
+          f"p99 {pct(base, 99):.2f} ms")
+    print(f"label keypress → committed → next pair drawn (n={len(times)}):")
+    for q in (50, 90, 99):
+        print(f"  p{q} {pct(times, q):.2f} ms")
+    print(f"  max {max(times):.2f} ms")
+    print(f"p99_ms {pct(times, 99):.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

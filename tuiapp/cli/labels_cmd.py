@@ -1,0 +1,139 @@
+"""``tuneloop labels new|export|stats``: label tasks from models, labels → a preference dataset
+version, and counts / self-agreement / win-rates.
+
+Mounted as a group: ``app.add_typer(labels_cmd.app, name="labels")`` in ``__main__`` (in place
+of ``stubs.labels_app``). Exit 2 for bad input (REFs, prompt sets, nothing to export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .common import fail, open_ws, print_json
+
+app = typer.Typer(help="Preference labelling tasks, export and statistics.", no_args_is_help=True)
+
+
+@app.command("new")
+def new(
+    ctx: typer.Context,
+    models: str = typer.Option(..., "--models", "-m", help="Two or more REFs, comma-separated "
+                               "(base, run:N, model:N, a folder or a .gguf); every pair is asked."),
+    prompts: str = typer.Option(..., "--prompts", "-p", help="A JSONL with \"prompt\" (or SFT "
+                                "conversations), or a dataset version id or name."),
+    n: int | None = typer.Option(None, "--n", help="Only the first N prompts."),
+    task_set: str | None = typer.Option(None, "--task-set", help="Name of the task set "
+                                        "(default: the REFs joined by ' vs ')."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens per answer."),
+    temperature: float = typer.Option(0.7, "--temperature", "-t", help="0 is greedy."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed; also draws the sides."),
+    base: Path | None = typer.Option(None, "--base", help="The folder REF 'base' stands for."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new task ids as JSON."),
+) -> None:
+    """Generate label tasks: each model answers each prompt, every pair becomes a task."""
+    from tuiapp.engine import labels
+    from tuiapp.engine.model_refs import RefError
+
+    from .generate_cmd import make_params, open_generator
+
+    if n is not None and n < 1:
+        fail("--n must be at least 1", code=2)
+    refs = [r.strip() for r in models.split(",") if r.strip()]
+    params = make_params(max_new_tokens, temperature, 1.0, seed, None)
+    gen, ws = open_generator(ctx, base, device)
+    try:
+        labels.pairs_of(refs)
+        for ref in refs:
+            gen.resolve(ref)  # unknown REFs are refused before any model loads
+        prompt_rows = labels.load_prompts(prompts, ws.store, n)
+        if as_json:
+            tasks = labels.new_tasks(ws.store, gen, refs, prompt_rows, task_set=task_set,
+                                     seed=seed, params=params)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(TextColumn("generating pairs"), BarColumn(), MofNCompleteColumn(),
+                          console=Console(stderr=True)) as bar:
+                job = bar.add_task("pairs", total=None)
+                tasks = labels.new_tasks(
+                    ws.store, gen, refs, prompt_rows, task_set=task_set, seed=seed, params=params,
+                    progress=lambda done, total: bar.update(job, completed=done, total=total))
+    except (RefError, labels.LabelsError) as exc:
+        fail(str(exc), code=2)
+    except Exception as exc:  # noqa: BLE001 - a person reads this, not a traceback
+        fail(f"making label tasks failed: {type(exc).__name__}: {exc}", code=1)
+    finally:
+        gen.close()
+    name = tasks[0].task_set if tasks else task_set
+    if as_json:
+        print_json({"task_set": name, "task_ids": [t.id for t in tasks]})
+    else:
+        typer.echo(f"{len(tasks)} label tasks in task set {name!r}; label them on the Label "
+                   "screen (tuneloop, F6).")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    task_set: str | None = typer.Option(None, "--task-set", help="Only this task set."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSONL here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset version as JSON."),
+) -> None:
+    """Labels → a new immutable preference dataset version (ties and skips left out)."""
+    from tuiapp.engine import labels
+
+    ws = open_ws(ctx)
+    try:
+        version = labels.export(ws.store, task_set, out, home=ws.home)
+    except labels.LabelsError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        print_json(version.to_dict())
+        return
+    typer.echo(f"dataset version {version.id} {version.name}: {version.rows} preference pairs "
+               f"({version.stats.get('both_bad', 0)} both bad, {version.stats.get('edited', 0)} "
+               f"rewritten), sha256 {version.content_hash[:16]}")
+    typer.echo(f"  {version.path}")
+    typer.echo(f"Train on it: dataset = {version.id} (or \"{version.name}\") in a DPO or reward "
+               "job.")
+
+
+@app.command("stats")
+def stats(
+    ctx: typer.Context,
+    task_set: str | None = typer.Option(None, "--task-set", help="Only this task set."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Label counts, pace, self-agreement and per-model win-rates (Bradley-Terry, 95% CI)."""
+    from tuiapp.engine import labels
+
+    ws = open_ws(ctx)
+    st = labels.stats(ws.store, task_set)
+    if as_json:
+        print_json(st)
+        return
+    console = Console()
+    for line in labels.summary_lines(st):
+        console.print(line, highlight=False)
+    wr = st["win_rates"]
+    if wr["pairs"]:
+        table = Table(title="Wins per pair", title_justify="left")
+        for col in ("a", "b", "wins", "ties", "both bad", "losses", "win rate"):
+            table.add_column(col, justify="left" if col in ("a", "b") else "right")
+        for row in wr["pairs"]:
+            table.add_row(row["a"], row["b"], str(row["wins"]), str(row["ties"]),
+                          str(row["both_bad"]), str(row["losses"]), f"{row['win_rate']:.0%}")
+        console.print(table)
+    if wr["strengths"]:
+        table = Table(title="Bradley-Terry strength (log, mean 0)", title_justify="left")
+        for col in ("model", "score", "95% low", "95% high"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for s in wr["strengths"]:
+            table.add_row(s["model"], f"{s['score']:+.2f}", f"{s['low']:+.2f}",
+                          f"{s['high']:+.2f}")
+        console.print(table)
