@@ -103,7 +103,7 @@ def arm_tuneloop(job: dict) -> dict:
     from tuiapp.engine.events import ListSink
     from tuiapp.engine.jobs import JobContext
 
-    cfg = DPOJobConfig(**job["config"])
+    cfg = DPOJobConfig(**{**job["config"], "precompute_ref_log_probs": job["precompute"]})
     ctx = JobContext(Path(job["out"]), sink=ListSink(), dataset_path=Path(job["data"]),
                      base_model_path=job["model"])
     rows = dpo.load_records(cfg, ctx, "preference")          # what dpo.train does, with a clock
@@ -209,16 +209,18 @@ def run_arm(name: str, job: dict, workdir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps, one run per arm")
+    ap.add_argument("--quick", action="store_true", help="10 steps, two runs per arm")
     ap.add_argument("--model-config", default="demo", choices=sorted(SHAPES))
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 30, quick 10)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=None, help="runs per arm, alternating (default 2, quick 1)")
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per arm, alternating (default 3, quick 2)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per run (the CPU here is 2 shared cores)")
     ap.add_argument("--plain-no-checkpointing", action="store_true",
                     help="turn TRL's default gradient checkpointing off in the plain arm too (isolates "
                          "what the precomputed reference log-probs alone are worth)")
+    ap.add_argument("--no-precompute", action="store_true",
+                    help="tuneloop arm without precomputed reference log-probs (what they are worth)")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -237,7 +239,7 @@ def main() -> None:
     import trl
 
     steps = a.steps or (10 if a.quick else 30)
-    repeats = a.repeats or (1 if a.quick else 2)
+    repeats = a.repeats or (2 if a.quick else 3)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="tuneloop-dpo-bench-") as tmp:
         work = Path(tmp)
@@ -253,10 +255,11 @@ def main() -> None:
         build_model(a.model_config, work / "model")
         where = f"cuda {torch.cuda.get_device_name()}" if cuda else f"cpu x{a.threads} threads"
         print(f"model {a.model_config} built in {time.perf_counter() - t:.0f}s on {where}; {steps} steps x "
-              f"{a.batch_size} pairs, plain checkpointing {'off' if a.plain_no_checkpointing else 'on'}, max_length {a.max_length}; torch {torch.__version__}, transformers "
+              f"{a.batch_size} pairs, plain checkpointing {'off' if a.plain_no_checkpointing else 'on'}, tuneloop precompute "
+              f"{'off' if a.no_precompute else 'on'}, max_length {a.max_length}; torch {torch.__version__}, transformers "
               f"{transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}")
         job = {"config": config, "model": str(work / "model"), "data": str(pairs_file), "threads": a.threads,
-               "plain_checkpointing": not a.plain_no_checkpointing}
+               "plain_checkpointing": not a.plain_no_checkpointing, "precompute": not a.no_precompute}
         runs: dict[str, list[dict]] = {"plain": [], "tuneloop": []}
         for i in range(repeats):
             for name in ("plain", "tuneloop"):
