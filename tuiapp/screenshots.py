@@ -29,6 +29,7 @@ SHOTS = (
 )
 HELP_SHOT = "07-help.svg"
 DEMO_FILE = "sft.jsonl"
+COMPARE_PROMPT = "Which town is Tesosto from?"  # the first held-out demo question
 
 
 async def _settle(pilot, predicate, timeout: float, what: str) -> None:
@@ -86,6 +87,12 @@ async def _prepare(pilot, screen, mode: str, tab: str | None) -> None:
             120,
             "pre-flight",
         )
+    elif mode == "compare":
+        await _settle(pilot, lambda: screen.choices_loaded, 10, "the Compare model list")
+        if screen.choices:  # the models a new user has (the demo base once built) answer for real
+            screen.set_prompt(COMPARE_PROMPT)
+            screen.action_generate()
+            await _settle(pilot, lambda: not screen.generating, 180, "the Compare answers")
     else:
         await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
 

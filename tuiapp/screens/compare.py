@@ -40,6 +40,10 @@ SETTINGS = (
 )
 NO_MODELS = ("No models to compare yet. Build the demo base (`tuneloop demo build-base`), finish "
              "an SFT run, or type a model folder, adapter folder or .gguf path in REF.")
+# A pane redraws at most this often; faster tokens are folded into the next redraw. Every
+# redraw is main-thread work the generating threads wait for (the GIL; a small model's forward
+# pass is mostly Python), so 10 per second per pane: live to the eye, cheap for the model.
+REDRAW_EVERY_S = 0.1
 FIGURE_KEYS = ("tokens", "latency_s", "first_token_s", "tokens_per_s", "finish_reason")
 
 
@@ -176,6 +180,8 @@ class CompareScreen(BlindMixin, AreaScreen):
         self.choices_loaded = True
 
     def on_work_failed(self, message: WorkFailed) -> None:
+        if message.what == "blind label" and self.blind:
+            self.blind["saving"] = False  # the choice can be made again
         self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=10)
 
     # ---- the form ----
@@ -240,22 +246,29 @@ class CompareScreen(BlindMixin, AreaScreen):
     @work(thread=True, exit_on_error=False, group="compare-gen")
     def _stream_worker(self, pane_id: str, gen: int, ref: str, prompt: str, params: dict,
                        system: str | None, cancel: threading.Event) -> None:
-        text, t0 = "", time.perf_counter()
+        text, t0, posted, final = "", time.perf_counter(), float("-inf"), None
         try:
+            # run the stream to its end (not just to the final chunk) so the backend's lock is
+            # released here and now, not when the generator is collected
             for chunk in self.engine.generate_stream(ref, prompt, params, system=system,
                                                      cancel=cancel):
                 if chunk.done:
-                    figures = {k: getattr(chunk, k, None) for k in FIGURE_KEYS}
-                    figures.update(chunk.meta or {})
-                    self.post_message(PaneDone(pane_id, gen, chunk.text, figures))
-                    return
+                    final = chunk
+                    continue
                 text += chunk.text
-                self.post_message(PaneChunk(pane_id, gen, text, chunk.tokens,
-                                            time.perf_counter() - t0))
+                now = time.perf_counter()
+                if now - posted >= REDRAW_EVERY_S:  # the final message carries the whole text
+                    posted = now
+                    self.post_message(PaneChunk(pane_id, gen, text, chunk.tokens, now - t0))
         except Exception as exc:  # a model that does not load, a bad REF: shown in the pane
             self.post_message(PaneFailed(pane_id, gen, _readable(exc)))
             return
-        self.post_message(PaneFailed(pane_id, gen, "the stream ended without a final answer"))
+        if final is None:
+            self.post_message(PaneFailed(pane_id, gen, "the stream ended without a final answer"))
+            return
+        figures = {k: getattr(final, k, None) for k in FIGURE_KEYS}
+        figures.update(final.meta or {})
+        self.post_message(PaneDone(pane_id, gen, final.text, figures))
 
     def _current(self, pane: str, gen: int) -> bool:
         return self._pane_gen.get(pane) == gen

@@ -2,14 +2,17 @@
 
 The pane only draws what it is told (the screen's message handlers call it); the text always
 arrives whole (the worker accumulates it), so a coalesced update never loses a token.
+Streaming must not re-layout the screen on every redraw (that costs tens of milliseconds on a
+busy screen and slows the generating thread through the GIL): the text lives in a read-only
+TextArea (a scroll view) that is appended to, and the figures line has a fixed height.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Static
+from textual.containers import Vertical
+from textual.widgets import Static, TextArea
 
 
 def figures_line(tokens: int, latency_s: float | None = None, first_token_s: float | None = None,
@@ -34,8 +37,8 @@ class OutputPane(Vertical):
     OutputPane.-streaming { border: round $primary; }
     OutputPane.-failed { border: round $error; }
     OutputPane .pane-title { height: 1; text-style: bold; color: $accent; }
-    OutputPane .pane-body { height: 1fr; }
-    OutputPane .pane-figures { height: auto; max-height: 3; color: $text-muted; }
+    OutputPane .pane-text { height: 1fr; background: $surface; }
+    OutputPane .pane-figures { height: 3; color: $text-muted; }
     OutputPane.-failed .pane-figures { color: $error; }
     """
 
@@ -46,11 +49,12 @@ class OutputPane(Vertical):
         self.state = "idle"
         self.figures: dict = {}
         self.error: str | None = None
+        self._shown = ""  # the text the TextArea holds
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.title_text), classes="pane-title")
-        with VerticalScroll(classes="pane-body"):
-            yield Static("", classes="pane-text")
+        yield TextArea("", read_only=True, soft_wrap=True, show_cursor=False, compact=True,
+                       highlight_cursor_line=False, classes="pane-text")
         yield Static("", classes="pane-figures")
 
     def set_title(self, title: str) -> None:
@@ -95,7 +99,13 @@ class OutputPane(Vertical):
     def _draw(self, figures_text: str) -> None:
         if not self.is_mounted:
             return
-        self.query_one(".pane-text", Static).update(Text(self.text))
-        self.query_one(".pane-figures", Static).update(Text(figures_text))
-        if self.state == "streaming":
-            self.query_one(".pane-body", VerticalScroll).scroll_end(animate=False)
+        area = self.query_one(".pane-text", TextArea)
+        if self.text != self._shown:
+            if self._shown and self.text.startswith(self._shown):
+                area.insert(self.text[len(self._shown):], area.document.end)
+            else:
+                area.load_text(self.text)
+            self._shown = self.text
+            if self.state == "streaming":
+                area.scroll_end(animate=False)
+        self.query_one(".pane-figures", Static).update(Text(figures_text), layout=False)
