@@ -239,3 +239,17 @@ def test_tuneloop_train_dpo_runs_from_an_sft_run_through_the_runner(tiny_model, 
     job = json.loads((Path(run.output_dir) / "job.json").read_text())
     assert job["start"]["adapter_dir"] == str(sft_dir / "final")
     assert store.get_model(run.adapter_model_id).kind == "adapter"
+
+
+def test_full_dpo_precomputed_reference_equals_a_frozen_copy(tiny_model, pref_file, tmp_path):
+    """Full fine-tuning: a precomputed reference and a frozen in-memory copy of the start model
+    are the same numbers (TRL alone would reload the reference from the base folder)."""
+    results = []
+    for pre in (True, False):
+        cfg = make(DPOJobConfig, tiny_model, pref_file, method="full", max_steps=2, learning_rate=1e-3,
+                   precompute_ref_log_probs=pre)
+        result, metrics = run(dpo.train, cfg, tmp_path / f"run-{pre}")
+        assert (Path(result["final_dir"]) / "model.safetensors").exists()
+        results.append([m["loss"] for m in metrics])
+    assert results[0] == pytest.approx(results[1], abs=1e-5)
+    assert results[0][0] == pytest.approx(0.6931, abs=1e-3)
