@@ -14,8 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .resolve import (ALIGNMENT_KINDS, EXPECTED_KINDS, ResolveError, resolve_base_model,
-                      resolve_dataset, resolve_start)
+from .resolve import (
+    ALIGNMENT_KINDS,
+    EXPECTED_KINDS,
+    ResolveError,
+    resolve_base_model,
+    resolve_dataset,
+    resolve_start,
+)
 
 GiB = 2**30
 
