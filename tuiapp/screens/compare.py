@@ -88,6 +88,7 @@ class CompareScreen(BlindMixin, AreaScreen):
         self.choices: list[tuple[str, str]] = []
         self.history: list[tuple[str, str | None]] = []
         self.choices_loaded = False
+        self._prompt_sets: list[tuple[str, str]] = []
         self.generating = False
         self.gen = 0
         self._pane_gen: dict[str, int] = {}
@@ -165,18 +166,27 @@ class CompareScreen(BlindMixin, AreaScreen):
         self.post_message(CompareChoicesLoaded(models, list(seen), prompt_sets, evaluations))
 
     def on_compare_choices_loaded(self, message: CompareChoicesLoaded) -> None:
-        self.choices = message.models
-        self.query_one(ModelPicker).set_choices(message.models)
+        # only what changed is redrawn: rebuilding pickers and tables re-lays out the screen,
+        # and this runs after every generation (for the history)
+        if message.models != self.choices or not self.choices_loaded:
+            self.choices = message.models
+            self.query_one(ModelPicker).set_choices(message.models)
         first = self.query_one("#cmp-pane-0", OutputPane)
         if not message.models and first.state == "idle":
             first.show(NO_MODELS)
-        self.history = message.history
-        options = self.query_one("#cmp-history", OptionList)
-        options.clear_options()
-        options.add_options(Option(Text(short(p, 40)), id=str(i)) for i, (p, _) in enumerate(self.history))
+        if message.history != self.history:
+            self.history = message.history
+            options = self.query_one("#cmp-history", OptionList)
+            options.clear_options()
+            options.add_options(Option(Text(short(p, 40)), id=str(i))
+                                for i, (p, _) in enumerate(self.history))
         batch = self.query_one(BatchPanel)
-        batch.set_prompt_sets(message.prompt_sets)
-        batch.set_evaluations(message.evaluations)
+        if message.prompt_sets != self._prompt_sets:
+            self._prompt_sets = message.prompt_sets
+            batch.set_prompt_sets(message.prompt_sets)
+        if [e.id for e in message.evaluations] != [e.id for e in batch.evaluations] \
+                or not self.choices_loaded:
+            batch.set_evaluations(message.evaluations)
         self.choices_loaded = True
 
     def on_work_failed(self, message: WorkFailed) -> None:
@@ -304,7 +314,6 @@ class CompareScreen(BlindMixin, AreaScreen):
         if self.generating and not self._pane_gen:
             self.generating = False
             self.refresh_choices()  # the new prompt joins the history
-            self.refresh_bindings()
 
     # ---- actions ----
 
@@ -320,13 +329,14 @@ class CompareScreen(BlindMixin, AreaScreen):
         self._history_pos = -1
         for i in range(MAX_PANES):
             pane = self.query_one(f"#cmp-pane-{i}", OutputPane)
-            pane.display = i < max(2, len(refs))
+            shown = i < max(2, len(refs))
+            if pane.display != shown:  # a change re-lays out the screen
+                pane.display = shown
             if i < len(refs):
                 pane.set_title(self.query_one(ModelPicker).label_of(refs[i]))
                 self._start_stream(pane.id, refs[i], prompt, params, system)
             else:
                 pane.set_title("")
-        self.refresh_bindings()
 
     def action_stop(self) -> None:
         if not self._cancels:
@@ -382,6 +392,4 @@ class CompareScreen(BlindMixin, AreaScreen):
             tabs = self.query("#cmp-tabs")
             return bool(tabs) and tabs.first(TabbedContent).active == "cmp-tab-blind" \
                 and self.blind_ready()
-        if action == "stop":
-            return True if self._cancels else None
         return True

@@ -59,8 +59,8 @@ class OutputPane(Vertical):
 
     def set_title(self, title: str) -> None:
         self.title_text = title
-        if self.is_mounted:
-            self.query_one(".pane-title", Static).update(Text(title))
+        if self.is_mounted:  # one fixed line: no re-layout of the screen
+            self.query_one(".pane-title", Static).update(Text(title), layout=False)
 
     def start(self) -> None:
         self.text, self.figures, self.error = "", {}, None
@@ -92,9 +92,13 @@ class OutputPane(Vertical):
         self._draw(figures_text)
 
     def _state(self, state: str) -> None:
-        self.remove_class(f"-{self.state}")
+        # only states with their own look change classes: a class change restyles the subtree
+        styled = ("streaming", "failed")
+        if self.state in styled and state != self.state:
+            self.remove_class(f"-{self.state}")
+        if state in styled and state != self.state:
+            self.add_class(f"-{state}")
         self.state = state
-        self.add_class(f"-{state}")
 
     def _draw(self, figures_text: str) -> None:
         if not self.is_mounted:
