@@ -10,8 +10,8 @@ from tuiapp.cli import (
     eval_cmd,
     export_cmd,
     generate_cmd,
+    labels_cmd,
     runs_cmd,
-    stubs,
     train_cmd,
 )
 
@@ -30,7 +30,7 @@ app.add_typer(runs_cmd.app, name="runs")
 app.command("export")(export_cmd.export)
 app.command("generate")(generate_cmd.generate)
 app.command("eval")(eval_cmd.eval_models)
-app.add_typer(stubs.labels_app, name="labels")
+app.add_typer(labels_cmd.app, name="labels")
 app.add_typer(demo_cmd.app, name="demo")
 
 

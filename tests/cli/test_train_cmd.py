@@ -92,10 +92,11 @@ def test_bad_config_is_a_usage_error(cli, preset):
     assert result.exit_code == 2 and "is a cpt preset, not sft" in result.output
 
 
-def test_kinds_without_an_algorithm_say_so(cli):
-    result = cli("train", "dpo", "--config", "x.toml")
-    assert result.exit_code == 2
-    assert "needs the dpo algorithm" in result.output and "Nothing was run" in result.output
+def test_a_missing_config_file_is_a_usage_error_for_every_kind(cli):
+    for kind in ("sft", "cpt", "dpo", "kto", "reward", "ppo", "grpo", "rloo"):
+        result = cli("train", kind, "--config", "no-such-file.toml")
+        assert result.exit_code == 2, (kind, result.output)
+        assert "no-such-file.toml does not exist" in result.output
 
 
 def test_queue_only_cancel_and_resume(cli, preset):

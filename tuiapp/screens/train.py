@@ -40,7 +40,16 @@ from tuiapp.widgets.config_form import ConfigForm
 from tuiapp.widgets.run_monitor import RunMonitor
 
 NO_PRESET = "(field defaults)"
-DEFAULT_PRESETS = {"sft": "demo-sft-lora", "cpt": "demo-cpt-quick"}
+DEFAULT_PRESETS = {
+    "sft": "demo-sft-lora",
+    "cpt": "demo-cpt-quick",
+    "dpo": "demo-dpo",
+    "kto": "demo-kto",
+    "reward": "demo-reward",
+    "ppo": "demo-ppo",
+    "grpo": "demo-grpo",
+    "rloo": "demo-rloo",
+}
 # Chosen by the pickers above the form, so not repeated in it.
 JOB_FIELDS = ("base_model", "dataset")
 

@@ -13,7 +13,7 @@ from tuiapp.engine.resolve import EXPECTED_KINDS
 from tuiapp.screens.run_rows import short_time
 
 GiB = 2**30
-TRAIN_KINDS = ("sft", "cpt")
+TRAIN_KINDS = ("sft", "cpt", "dpo", "kto", "reward", "ppo", "grpo", "rloo")
 # The dataset kinds each job kind trains on (resolve.py is light: no torch, no Textual).
 DATASET_KINDS = EXPECTED_KINDS
 CANCELLABLE = ("queued", "running")
