@@ -1,8 +1,7 @@
 """``tuneloop labels new|export|stats``: label tasks from models, labels → a preference dataset
 version, and counts / self-agreement / win-rates.
 
-Mounted as a group: ``app.add_typer(labels_cmd.app, name="labels")`` in ``__main__`` (in place
-of ``stubs.labels_app``). Exit 2 for bad input (REFs, prompt sets, nothing to export).
+Mounted as a group: ``app.add_typer(labels_cmd.app, name="labels")`` in ``__main__``. Exit 2 for bad input (REFs, prompt sets, nothing to export).
 """
 
 from __future__ import annotations
