@@ -48,8 +48,11 @@ def _stored_dtype(model_dir: Path) -> str:
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
-                  dtype: str | None = None) -> dict:
+                  dtype: str | None = None, start_adapters: tuple[str | Path, ...] = ()) -> dict:
     """Merge a PEFT adapter into its base and save a safetensors HF folder with the tokenizer.
+
+    ``start_adapters`` are merged first, in order: an aligned run's adapter was trained on the
+    base with its SFT adapter merged in, so the SFT adapter goes in before it.
 
     The arithmetic runs in float32; the result is stored in ``dtype`` (default: the base's own
     weight dtype). A 4-bit (bitsandbytes) base is dequantised before the merge. Trainable token
@@ -73,6 +76,10 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     if quantized and hasattr(model, "dequantize"):
         model = model.dequantize()
     out_dtype = dtype or ("float16" if quantized else _stored_dtype(base_dir))
+    for start in start_adapters:
+        if not (Path(start) / "adapter_config.json").exists():
+            raise ExportError(f"{start}: the start adapter to merge first is missing (no adapter_config.json).")
+        model = PeftModel.from_pretrained(model, str(start)).merge_and_unload()
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     merged = peft_model.merge_and_unload()
     merged = merged.to(getattr(torch, out_dtype))
@@ -88,7 +95,8 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
         shutil.copy(jinja, out_dir / "chat_template.jinja")
     n_params = sum(p.numel() for p in merged.parameters())
     return {"path": str(out_dir), "dtype": out_dtype, "parameters": n_params,
-            "tokenizer_from": str(tok_source), "dequantized": quantized}
+            "tokenizer_from": str(tok_source), "dequantized": quantized,
+            "start_adapters": [str(a) for a in start_adapters]}
 
 
 # ------------------------------------------------------------------ quantize

@@ -40,6 +40,7 @@ class ExportSource:
     model_dir: Path | None      # a full HF folder to export as is (None when merging)
     adapter_dir: Path | None
     base_dir: Path | None
+    merge_dirs: tuple[Path, ...] = ()   # an aligned run's start adapters, merged before adapter_dir
 
     @property
     def shape_dir(self) -> Path:
@@ -47,7 +48,24 @@ class ExportSource:
         return self.model_dir or self.base_dir  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        def plain(v: Any) -> Any:
+            return [str(x) for x in v] if isinstance(v, tuple) else (str(v) if isinstance(v, Path) else v)
+
+        return {k: plain(v) for k, v in self.__dict__.items()}
+
+
+def _aligned(adapter_dir: Path, run_dir: Path | None) -> tuple[Path | None, tuple[Path, ...]]:
+    """(start model folder, adapters to merge first) for an alignment run's adapter; the plain
+    (None, ()) for an SFT adapter. Refuses a reward model: it has no language-model head."""
+    from .model_refs import RefError, is_reward_adapter, start_chain
+
+    if is_reward_adapter(adapter_dir):
+        raise ExportError(f"{adapter_dir} is a reward model (a scoring head, not a language model); "
+                          "there is nothing to export to GGUF. Export the policy run instead.")
+    try:
+        return start_chain(adapter_dir, run_dir)
+    except RefError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _slug(text: str) -> str:
@@ -108,12 +126,13 @@ def resolve_source(ref: str | int, store: Any) -> ExportSource:
             model_id = found.id if found else None
         stem = f"run-{run_id}"
         if (final / "adapter_config.json").exists():
-            base = None
-            if run.base_model_id is not None:
+            start_base, merges = _aligned(final, Path(run.output_dir))
+            base = start_base
+            if base is None and run.base_model_id is not None:
                 candidate = Path(store.get_model(run.base_model_id).path)
                 base = candidate if (candidate / "config.json").exists() else None
             base = base or _base_of_adapter(final, store, model_id)
-            return ExportSource("run", stem, run_id, model_id, None, final, base)
+            return ExportSource("run", stem, run_id, model_id, None, final, base, merges)
         if not (final / "config.json").exists():
             raise ExportError(f"run {run_id}: {final} holds neither an adapter nor a model.")
         return ExportSource("run", stem, run_id, model_id, final, None, None)
@@ -129,8 +148,9 @@ def resolve_source(ref: str | int, store: Any) -> ExportSource:
     row = store.find_model(str(folder))
     model_id = row.id if row else None
     if (folder / "adapter_config.json").exists():
-        base = _base_of_adapter(folder, store, model_id)
-        return ExportSource("model", _slug(folder.name), None, model_id, None, folder, base)
+        start_base, merges = _aligned(folder, folder.parent if folder.name == "final" else None)
+        base = start_base or _base_of_adapter(folder, store, model_id)
+        return ExportSource("model", _slug(folder.name), None, model_id, None, folder, base, merges)
     if not (folder / "config.json").exists():
         raise ExportError(f"{folder} is not a model folder: it has neither config.json nor "
                           "adapter_config.json.")
@@ -224,7 +244,8 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
         if source.adapter_dir:
             step("merge")
             merged_dir = out_dir / "merged"
-            merge_adapter(source.base_dir, source.adapter_dir, merged_dir)
+            merge_adapter(source.base_dir, source.adapter_dir, merged_dir,
+                          start_adapters=source.merge_dirs)
         hf_dir = merged_dir or source.model_dir
         paths: dict[str, Path] = {}
         for q in floats:

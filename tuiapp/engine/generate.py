@@ -104,13 +104,29 @@ def adapter_base(adapter_dir: Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
 
 
+def _merge_in_memory(model, adapters: tuple[Path, ...]):
+    """The start model of an aligned run: each adapter merged into the weights, in order."""
+    from peft import PeftModel
+
+    for folder in adapters:
+        try:
+            model = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise GenerationError(f"cannot merge the start adapter {folder}: {first}") from None
+    return model
+
+
 class TransformersBackend:
     """One base model loaded once; ``adapter=None`` answers as the base (adapters disabled), an
     adapter folder answers as that run. Up to ``adapter_cache_size`` adapters stay loaded; the
-    least recently used one is deleted beyond that."""
+    least recently used one is deleted beyond that.
+
+    ``merge_adapters``: adapters merged into the base in memory first (an aligned run's SFT start);
+    the backend then stands for that start model, and its runs' adapters are swapped on top."""
 
     def __init__(self, base_dir: str | Path, load_in_4bit: bool = False, device: str = "auto",
-                 adapter_cache_size: int = 4, dtype: str = "auto"):
+                 adapter_cache_size: int = 4, dtype: str = "auto", merge_adapters=()):
         from transformers import AutoModelForCausalLM
 
         from . import modeling
@@ -142,6 +158,12 @@ class TransformersBackend:
             model.to(self.device)
         if len(self.tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(self.tokenizer))
+        self.merged = tuple(Path(a).resolve() for a in merge_adapters)
+        if self.merged:
+            if load_in_4bit:
+                raise GenerationError("an aligned run's start adapter cannot be merged into a 4-bit base; "
+                                      "load it without load_in_4bit")
+            model = _merge_in_memory(model, self.merged)
         self.model = model.eval()
         self.peft = None                      # the PeftModel wrapping self.model once an adapter loads
         self.adapters: OrderedDict[str, str] = OrderedDict()   # adapter path -> adapter name, LRU order
@@ -405,17 +427,20 @@ class Generator:
         return resolve_ref(ref, self.store, self.base_dir)
 
     def backend_for(self, model_ref) -> Any:
+        """One backend per GGUF file, and one per (base folder, adapters merged into it): an
+        aligned run's SFT start is a different model from the plain base."""
         kind, path = ("gguf", str(model_ref.gguf_path)) if model_ref.kind == "gguf" else ("hf", str(model_ref.base_dir))
+        merges = tuple(str(m) for m in getattr(model_ref, "merge_dirs", ()) or ())
         with self._lock:
-            backend = self._backends.get((kind, path))
+            backend = self._backends.get((kind, path, merges))
             if backend is None:
                 if self._factory is not None:
-                    backend = self._factory(kind, path)
+                    backend = self._factory(kind, path, *([merges] if merges else []))
                 elif kind == "gguf":
                     backend = LlamaCppBackend(path, **self._gguf_options)
                 else:
-                    backend = TransformersBackend(path, **self._options)
-                self._backends[(kind, path)] = backend
+                    backend = TransformersBackend(path, **self._options, merge_adapters=merges)
+                self._backends[(kind, path, merges)] = backend
             return backend
 
     def generate(self, ref, prompt: str | list[dict], params: GenerationParams | None = None, *,
