@@ -197,8 +197,8 @@ async def test_real_f16_export_passes_parity_and_shows_the_files_sha256(workspac
         assert not list(path.parent.glob("*.partial"))
 
         row = [str(c) for c in screen.query_one("#export-results", DataTable).get_row_at(0)]
-        assert row[0] == "f16" and row[3] == digest[:12] and row[4] == "passed"
-        assert row[6] == "100%" and row[7] == "3/3"  # top-1 agreement, greedy continuations
+        assert row[0] == "f16" and row[2] == digest[:12] and row[3] == "passed"
+        assert row[5] == "100%" and row[6] == "3/3"  # top-1 agreement, greedy continuations
         detail = text_of(screen.query_one("#export-detail"))
         assert digest in detail and "parity passed" in detail
 

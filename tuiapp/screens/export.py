@@ -84,7 +84,6 @@ class ExportScreen(AreaScreen):
     #export-results { height: auto; max-height: 8; }
     #export-rows { height: auto; max-height: 12; }
     #export-rows-empty { color: $text-muted; height: auto; }
-    #export-progress { margin-top: 1; }
     """
 
     def __init__(self) -> None:
@@ -98,7 +97,8 @@ class ExportScreen(AreaScreen):
         self.running = False
         self.process: Any = None  # the ExportProcess while one runs
         self.started_at = 0.0
-        self.step = ""
+        self.step = ""  # the step the child is on, and how many of how many are done
+        self.done = self.total = 0
         self.out_dir: str | None = None
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
@@ -322,7 +322,7 @@ class ExportScreen(AreaScreen):
         opts = self.options
         self.running, self.result, self.error, self.out_dir = True, None, None, None
         self.outcome = None
-        self.started_at, self.step = time.monotonic(), "starting"
+        self.started_at, self.step, self.done, self.total = time.monotonic(), "starting", 0, 0
         self._show_error(None)
         self.query_one("#export-results", DataTable).clear()
         self.query_one("#export-results").display = False
@@ -381,7 +381,7 @@ class ExportScreen(AreaScreen):
         self.out_dir = message.out_dir
 
     def on_export_step(self, message: ExportStep) -> None:
-        self.step = message.step
+        self.step, self.done, self.total = message.step, message.done, message.total
         self.query_one("#export-progress", ProgressBar).update(total=message.total,
                                                                progress=message.done)
         self._tick()
@@ -390,9 +390,14 @@ class ExportScreen(AreaScreen):
         if not self.running:
             return
         elapsed = int(time.monotonic() - self.started_at)
-        text = Text.assemble((self.step, "bold"), f"   {elapsed // 60}:{elapsed % 60:02d}")
+        text = Text(self.step, "bold")
+        if self.total:
+            text.append(f" · step {min(self.done + 1, self.total)} of {self.total}")
+        text.append(f" · {elapsed // 60}:{elapsed % 60:02d} elapsed")
         if self.process is not None and self.process.cancelled:
-            text.append("   cancelling…", "yellow")
+            text.append(" · cancelling…", "yellow")
+        else:
+            text.append(" · ^b cancels", "dim")
         if self.out_dir:
             text.append(f"\n→ {self.out_dir}", "dim")
         self.query_one("#export-step", Static).update(text)

@@ -6,7 +6,6 @@ The messages live here rather than in tuiapp/messages.py because only this scree
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -37,8 +36,8 @@ OUTPUT_TYPES: tuple[tuple[str, str], ...] = (
     ("q2_k", "2.6-bit k-quant, smallest"),
 )
 DEFAULT_TYPES = ("f16", "q8_0")
-RESULT_COLUMNS = ("type", "size", "predicted", "sha256", "parity", "max |Δlogit|", "top-1",
-                  "greedy", "file")
+# path, full sha256 and the predicted size are in the detail under the table (kept narrow)
+RESULT_COLUMNS = ("type", "size", "sha256", "parity", "max |Δlogit|", "top-1", "greedy")
 EXPORT_COLUMNS = ("id", "run", "format", "quant", "size", "sha256", "parity", "status", "path")
 
 
@@ -102,13 +101,11 @@ def result_cells(f: dict[str, Any]) -> tuple[Text, ...]:
     return (
         Text(f["quant"]),
         Text(human_size(f.get("size_bytes"))),
-        Text(human_size(f.get("predicted_bytes")), "dim"),
         Text((f.get("sha256") or "")[:12]),
         Text("passed" if ok else "FAILED", style),
         Text("" if diff is None else f"{diff:.3g}", style),
         Text("" if top1 is None else f"{top1:.0%}", style),
         Text(greedy, style),
-        Text(Path(f["path"]).name),
     )
 
 
@@ -119,6 +116,8 @@ def file_detail(f: dict[str, Any]) -> Text:
     text.append("parity passed" if f.get("status") == "ok" else "parity FAILED",
                 "green" if f.get("status") == "ok" else "bold red")
     text.append(f"\npath    {f['path']}\nsha256  {f.get('sha256') or ''}")
+    text.append(f"\nsize    {human_size(f.get('size_bytes'))} ({f.get('size_bytes')} bytes; "
+                f"predicted {human_size(f.get('predicted_bytes'))})")
     fig = f.get("figures") or {}
     if fig.get("tokenization_identical") is False:
         text.append("\ntokenization differs from the Hugging Face tokenizer", "red")
