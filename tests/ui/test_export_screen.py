@@ -7,6 +7,7 @@ The real exports take a few seconds each (the 3.7M-param demo model); everything
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,89 @@ async def test_cancel_stops_the_child_and_leaves_no_unchecked_file(workspace, en
         recorded = {e.path for e in workspace.store.list_exports()}
         left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
         assert all(str(p) in recorded for p in left), left
+
+
+# ---- a child that dies, and a file that failed parity ------------------------------------------
+
+
+def fake_child(tmp_path, body: str) -> str:
+    """An executable standing in for the Python running export_child (its arguments ignored)."""
+    script = tmp_path / "fake-python"
+    script.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_killed_child_is_reported_and_its_partial_file_removed(store, tmp_path):
+    from tuiapp.engine.export_child import ExportProcess, died_message
+
+    out = tmp_path / "out"
+    start = json.dumps({"event": "start", "out_dir": str(out), "stem": "m", "quants": ["f16"],
+                        "made_out_dir": True, "made_merged": False})
+    python = fake_child(tmp_path, f"mkdir -p {out}\ntouch {out}/m-f16.gguf.partial\n"
+                                  f"echo '{start}'\necho 'merging' >&2\nkill -9 $$\n")
+    process = ExportProcess(tmp_path, tmp_path / "db", "1", ["f16"], python=python)
+    events = list(process.events())
+    assert [e["event"] for e in events] == ["start"]
+    assert process.returncode == -9 and not process.cancelled
+    assert "SIGKILL" in died_message(process.returncode, process.stderr_tail())
+    assert process.stderr_tail() == "merging"
+    removed = process.clean_after_kill(store)
+    assert not out.exists() and str(out / "m-f16.gguf.partial") in removed
+    process.close()
+
+
+@needs_demo_model
+async def test_a_child_dying_shows_its_exit_code_and_last_output(workspace, engine, tmp_path,
+                                                                 monkeypatch):
+    from functools import partial
+
+    from tuiapp.engine import export_child
+
+    python = fake_child(tmp_path, "echo 'Traceback: something broke in C' >&2\nexit 7\n")
+    monkeypatch.setattr(export_child, "ExportProcess",
+                        partial(export_child.ExportProcess, python=python))
+    app = app_for(workspace.store, engine, workspace.home)
+    async with app.run_test(size=(140, 44)) as pilot:
+        screen = await open_export(pilot, app)
+        await wait_until(pilot, lambda: bool(screen.predicted))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not screen.running, timeout=30)
+        assert screen.outcome == "failed"
+        said = error_text(screen)
+        assert "died with exit code 7" in said and "something broke in C" in said
+        assert screen.query_one("#export-cancel").disabled  # nothing left to cancel
+
+
+def test_a_failed_file_shows_red_with_its_reason():
+    from tuiapp.screens.export_panels import file_detail, outcome_text, result_cells
+
+    failed = {"quant": "q2_k", "path": "/x/m-q2_k.failed.gguf", "size_bytes": 2048,
+              "predicted_bytes": 2000, "sha256": "ab" * 32, "status": "failed",
+              "reasons": ["top-1 agreement 41% is below 90%"],
+              "figures": {"max_abs_diff": 7.5, "top1_agreement": 0.41, "greedy_agreeing": 0,
+                          "greedy_prompts": 3, "tokenization_identical": True},
+              "parity": {"fallbacks": []}}
+    cells = result_cells(failed)
+    assert [str(c) for c in cells] == ["q2_k", "2.0 KiB", "ab" * 6, "FAILED", "7.5", "41%", "0/3"]
+    assert cells[3].style == "red"
+    detail = str(file_detail(failed))
+    assert "parity FAILED" in detail and "top-1 agreement 41% is below 90%" in detail
+    assert "ab" * 32 in detail
+    outcome = str(outcome_text({"files": [failed], "out_dir": "/x", "notes": []}))
+    assert "parity failed for q2_k" in outcome and "*.failed.gguf" in outcome
+
+
+@needs_demo_model
+def test_predicting_sizes_loads_no_torch_into_the_tui_process():
+    """The plan worker runs in the TUI process: it may read headers, never import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from store import Store; from tuiapp.engine.export_child import "
+            "plan_sizes, export_sources; s = Store(':memory:'); export_sources(s); "
+            f"plan_sizes({str(paths.DEMO_BASE_MODEL)!r}, s, ['f16', 'q4_k_m']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'llama_cpp') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -217,9 +217,8 @@ class ExportProcess:
         self.cancelled = False
         self.start_event: dict[str, Any] | None = None
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: it can never fill and block
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL, env=env, text=True,
+                                     stdin=subprocess.DEVNULL, text=True,
                                      start_new_session=True)  # Ctrl-C in the TUI is not for it
 
     def events(self) -> Iterator[dict[str, Any]]:
