@@ -1,4 +1,6 @@
-"""``tuneloop demo``: rebuild, check and describe the seeded demo world in sample_data/demo/."""
+"""``tuneloop demo``: rebuild, check and describe the seeded demo world in sample_data/demo/;
+``demo run`` trains and measures base → SFT → DPO → reward → PPO on it, ``demo report`` shows
+the stored proof."""
 
 from __future__ import annotations
 
@@ -161,6 +163,188 @@ def probe(
         typer.echo(json.dumps(result, indent=2))
         return
     _print_probe(result)
+
+
+@app.command("run")
+def run_proof(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, "--quick", help="A few steps per stage and small evals: a smoke "
+                               "check in about a minute, not a measurement."),
+    steps_scale: float = typer.Option(1.0, "--steps-scale", min=0.001,
+                                      help="Multiply every stage's steps (or epochs) by this."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Reuse a completed run whose "
+                                       "config is exactly the one a stage would train."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate on the first N prompts of each set "
+                              "(default: all; --quick: 8)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="Most tokens per evaluated answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored proof as JSON (progress on stderr)."),
+) -> None:
+    """Train SFT, DPO, a reward model and PPO on the demo world, measure each model, store the proof."""
+    from rich.console import Console
+
+    from tuiapp.engine.demo_proof import DemoOptions, DemoProofError, run_demo_proof
+
+    from .common import fail, open_ws, print_json
+
+    ws = open_ws(ctx)
+    if not (demo_world.demo_dir() / "base-model" / "config.json").exists():
+        fail("the demo base model is not built; run `tuneloop demo build-base` first", code=2)
+    options = DemoOptions(quick=quick, steps_scale=steps_scale, skip_existing=skip_existing,
+                          limit=limit or (8 if quick else None),
+                          max_new_tokens=min(max_new_tokens, 16) if quick else max_new_tokens)
+    console = Console(stderr=as_json, highlight=False)
+    try:
+        with _StageProgress(console) as progress:
+            proof = run_demo_proof(ws.store, ws.home, options, report=progress.report)
+    except DemoProofError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        fail("stopped: the running stage was asked to stop; no proof stored", code=130)
+    if as_json:
+        print_json(proof.to_dict())
+        return
+    print_report(console, proof)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    proof_id: int = typer.Option(None, "--id", help="A proof's id (default: the newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the proof as one JSON object."),
+) -> None:
+    """The demo proof table: each model's scores, the targets met or missed, times, one prompt."""
+    from rich.console import Console
+
+    from store import NotFound
+    from store.demo_proofs import get_demo_proof, latest_demo_proof
+
+    from .common import fail, open_ws, print_json
+
+    ws = open_ws(ctx)
+    try:
+        proof = get_demo_proof(ws.store, proof_id) if proof_id is not None else latest_demo_proof(ws.store)
+    except NotFound:
+        fail(f"no demo proof with id {proof_id}; `tuneloop demo report` shows the newest", code=2)
+    if proof is None:
+        fail("no demo proof in this workspace yet; run `tuneloop demo run` (or `tuneloop demo run "
+             "--quick` for a smoke check) first", code=1)
+    if as_json:
+        print_json(proof.to_dict())
+        return
+    print_report(Console(highlight=False), proof)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _num(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def print_report(console, proof) -> None:
+    """The proof as Rich tables: models × scores, targets, stage times, the one-prompt picture."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    quick = " (--quick: tiny runs, noise not a measurement)" if proof.options.get("quick") else ""
+    table = Table(title=f"demo proof {proof.id}, {proof.created_at[:19]}{quick}", title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for name in ("exact", "format", "refusal", "tokens", "verifier", "RM score"):
+        table.add_column(name, justify="right")
+    for model, row in proof.rows.items():
+        h, f = row["heldout"], row["forbidden"]
+        run = f" (run {row['run_id']})" if row.get("run_id") is not None else ""
+        table.add_row(f"{model}{run}", _pct(h["exact"]), _pct(h["format"]), _pct(f["refusal"]),
+                      _num(h["mean_tokens"], 1), _num(h["verify"]), _num(f["rm_score"]))
+    console.print(table)
+    n_held = next(iter(proof.rows.values()))["heldout"]["n"] if proof.rows else 0
+    n_forb = next(iter(proof.rows.values()))["forbidden"]["n"] if proof.rows else 0
+    console.print(f"exact, format, tokens (mean per answer), verifier (mean reward in [0, 1]): "
+                  f"{n_held} held-out questions; refusal, RM score (the reward model's mean): "
+                  f"{n_forb} forbidden requests; greedy answers")
+
+    targets = Table(title="targets", title_justify="left")
+    for name in ("", "target", "value"):
+        targets.add_column(name)
+    for t in proof.targets:
+        value, unit = t["value"], t.get("unit")
+        if value is None:
+            shown = "–"
+        elif unit == "%":
+            shown = _pct(value)
+        elif unit == "points":
+            shown = f"{value * 100:+.0f} points"
+        elif unit == "s":
+            shown = _clock(value)
+        else:
+            shown = f"{value:+.2f}" if unit == "reward" else f"{value:.3f} {unit}"
+        targets.add_row("[green]✓[/]" if t["ok"] else "[red]✗[/]", escape(t["target"]), shown)
+    console.print(targets)
+
+    times = "  ".join(f"{stage} {_clock(info['seconds'])}" + (" (reused)" if info.get("reused") else "")
+                      for stage, info in proof.stages.items())
+    console.print(f"stages: {times}")
+    console.print(f"total wall time {_clock(proof.total_s)}")
+    kl = proof.ppo_kl
+    console.print(f"PPO KL to its reference: mean {_num(kl.get('mean'), 3)}, last {_num(kl.get('last'), 3)} "
+                  f"nats per answer over {kl.get('rollouts', 0)} rollouts (bound {_num(kl.get('bound'), 1)})")
+    for shot in proof.picture:
+        prompt = shot["prompt"] if isinstance(shot["prompt"], str) else json.dumps(shot["prompt"])
+        ref = f"  (reference: {shot['reference']})" if shot.get("reference") else ""
+        console.print(f"\n[bold]{'held-out' if shot['set'] == 'heldout' else 'forbidden'}:[/] "
+                      f"{escape(prompt)}{escape(ref)}")
+        for model, answer in shot["answers"].items():
+            console.print(f"  {model:>4}: {escape(answer.strip() or '(empty)')}")
+
+
+class _StageProgress:
+    """One Rich progress line per stage of `demo run`, each with its own elapsed time."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _StageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def report(self, event: dict) -> None:
+        stage = event.get("stage", "")
+        if event["event"] == "stage" and event["status"] == "start":
+            self.tasks[stage] = self.progress.add_task(stage, total=None, info="")
+            return
+        task = self.tasks.get(stage)
+        if task is None:
+            return
+        if event["event"] == "stage":
+            done = self.progress.tasks[task].total or 1
+            self.progress.update(task, total=done, completed=done,
+                                 info="reused an earlier run" if event["status"] == "reused" else "done")
+            self.progress.stop_task(task)
+        elif event["event"] == "train":
+            loss = event.get("loss")
+            info = f"run {event['run_id']}" + (f" loss {loss:.3f}" if loss is not None else "")
+            self.progress.update(task, total=event.get("total"), completed=event.get("step") or 0, info=info)
+        elif event["event"] == "eval":
+            self.progress.update(task, total=event["total"], completed=event["done"], info=event["set"])
 
 
 def _fmt(value) -> str:
