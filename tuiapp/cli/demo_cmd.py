@@ -193,6 +193,9 @@ def run_proof(
                           limit=limit or (8 if quick else None),
                           max_new_tokens=min(max_new_tokens, 16) if quick else max_new_tokens)
     console = Console(stderr=as_json, highlight=False)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-load weight bars would break the stage lines
     try:
         with _StageProgress(console) as progress:
             proof = run_demo_proof(ws.store, ws.home, options, report=progress.report)
