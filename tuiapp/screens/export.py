@@ -63,7 +63,7 @@ class ExportScreen(AreaScreen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start export", id="export.start"),
         Binding("ctrl+b", "cancel_export", "Cancel export", id="export.cancel"),
-        Binding("ctrl+y", "copy_sha", "Copy sha256 of the selected file", id="export.copy_sha"),
+        Binding("ctrl+y", "copy_sha", "Copy sha256", id="export.copy_sha"),
         Binding("ctrl+r", "refresh", "Refresh", id="export.refresh"),
     ]
     DEFAULT_CSS = """
