@@ -352,6 +352,8 @@ class Engine:
         if (paths.DEMO_BASE_MODEL / "config.json").exists():
             choices.append(("base (demo base model)", "base"))
         for run in store.list_runs(status="completed"):
+            if run.kind == "reward":  # a reward model scores answers; it cannot write one
+                continue
             out = Path(run.output_dir) if run.output_dir else None
             if out is not None and (out / "final").is_dir():
                 name = f" {run.name}" if run.name else ""
