@@ -101,7 +101,31 @@ def load_records(config: Any, ctx: JobContext, kind: str) -> list[dict[str, Any]
                                   f"error(s); see `tuneloop data validate {path}`):\n{shown}")
     if not report.records:
         raise PreferenceDataError(f"{path} has no usable rows")
-    return [as_conversation(r) for r in report.records]
+    records = report.records
+    if kind == "preference":
+        records = without_both_bad(path, report)
+        if len(records) < len(report.records):
+            ctx.emit("log", level="info", message=f"{len(report.records) - len(records)} pair(s) "
+                     "labelled both bad left out: neither answer is one to prefer")
+        if not records:
+            raise PreferenceDataError(f"{path}: every pair is labelled both bad; label pairs "
+                                      "with a better answer (or rewrite one) to train on")
+    return [as_conversation(r) for r in records]
+
+
+def without_both_bad(path: Path, report: Any) -> list[dict[str, Any]]:
+    """The validated records except those whose row says `both_bad: true` (labels export keeps
+    such pairs, flagged, for other uses; the normalised records no longer carry the flag, so it
+    is read from the raw rows by line)."""
+    from .data_read import read_rows
+
+    flagged = {row.line for row in read_rows(path).rows
+               if isinstance(row.value, dict)
+               and str(row.value.get("both_bad", "")).strip().lower() in ("true", "1")}
+    if not flagged:
+        return list(report.records)
+    return [rec for rec, line in zip(report.records, report.line_numbers, strict=True)
+            if line not in flagged]
 
 
 _KIND_SHAPES = {"preference": "rows with prompt, chosen and rejected",
