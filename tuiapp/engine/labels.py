@@ -13,7 +13,8 @@ Conventions this module fixes:
   win-rates or exports.
 - Export: a/b labels give chosen/rejected; an edited answer is chosen against the candidate it
   was written from (the better of the two); "both bad" rows are kept with `"both_bad": true`
-  (trainers that should not learn from them filter on it); ties and skips are left out.
+  (trainers that should not learn from them filter on it); ties, skips and pairs whose two
+  answers are the same text are left out (lineage["left_out"] counts them by reason).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import random
 import threading
 from collections import Counter
@@ -222,6 +224,45 @@ class TaskFeeder:
             self._on_done(self.made)
 
 
+class LabelWriter:
+    """One long-lived thread that runs label writes in the order they were asked for.
+
+    The store keeps one SQLite connection per thread, so a fresh worker thread per keypress
+    also paid for opening (and later closing) a connection on the critical path. Each job
+    reports its own outcome (the screen's jobs post a message after the commit); an exception a
+    job lets through is handed to `on_error` so the thread lives on.
+    """
+
+    def __init__(self, on_error: Callable[[Exception], None] | None = None,
+                 name: str = "label-writer") -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> None:
+        self._jobs.put((job, args))
+
+    def close(self, wait: float | None = 5.0) -> None:
+        """Runs what is queued, then ends the thread (waiting at most `wait` seconds)."""
+        self._jobs.put(None)
+        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(wait)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, args = item
+            try:
+                job(*args)
+            except Exception as exc:  # reported; the writer goes on
+                if self._on_error:
+                    self._on_error(exc)
+
+
 # ---- reading labels back -------------------------------------------------------------------
 
 
@@ -309,6 +350,9 @@ def export_rows(store: Any, task_set: str | None = None) -> tuple[list[dict], di
             chosen, rejected = (b, a) if event.choice == "b" else (a, b)
         else:
             left_out[event.choice] += 1
+            continue
+        if chosen["output"].strip() == rejected["output"].strip():
+            left_out["identical"] += 1  # two models gave the same answer: nothing to prefer
             continue
         rows.append({
             "prompt": _turns(task.system, task.prompt),

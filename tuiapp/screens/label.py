@@ -11,6 +11,7 @@ task pointing at the original) to measure self-agreement.
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from tuiapp.engine.labels import LabelWriter, display_swapped, make_repeat
 from tuiapp.messages import (
     LabelFeederEnded,
     LabelQueueLoaded,
@@ -35,7 +37,7 @@ from tuiapp.messages import (
 )
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_blind import to_candidate_order
-from tuiapp.screens.label_modals import EditAnswerScreen, NewTasksScreen
+from tuiapp.screens.label_modals import EditAnswerScreen, NewTasksScreen, PairText
 from tuiapp.widgets.preference_bar import PreferenceBar
 
 CHOICES = ("a", "b", "tie", "both_bad", "skip")
@@ -67,8 +69,6 @@ class Pair:
 
 
 def pair_for(task: Any) -> Pair:
-    from tuiapp.engine.labels import display_swapped
-
     return Pair(task, task.prompt, task.system, task.candidates, display_swapped(task))
 
 
@@ -90,7 +90,7 @@ class LabelScreen(AreaScreen):
     DEFAULT_CSS = """
     #label-main { width: 1fr; padding: 0 1; }
     #label-status { height: 2; }
-    #label-prompt { height: auto; max-height: 8; border: round $panel; padding: 0 1; }
+    #label-prompt { height: 6; border: round $panel; padding: 0 1; }
     #label-answers { height: 1fr; }
     .label-answer { width: 1fr; height: 1fr; border: round $panel; padding: 0 1; }
     #label-keys { height: 1; color: $text-muted; }
@@ -135,15 +135,14 @@ class LabelScreen(AreaScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="label-main"):
+                # Fixed sizes: drawing the next pair repaints these boxes, never re-lays out
                 yield Static("", id="label-status")
-                yield Static("", id="label-prompt")
+                yield PairText(id="label-prompt")
                 with Horizontal(id="label-answers"):
                     for side in ("a", "b"):
-                        scroll = VerticalScroll(Static("", id=f"label-text-{side}"),
-                                                id=f"label-{side}", classes="label-answer")
-                        scroll.can_focus = False  # ← and → are labels, never scrolling
-                        scroll.border_title = side.upper()
-                        yield scroll
+                        answer = PairText(id=f"label-text-{side}", classes="label-answer")
+                        answer.border_title = side.upper()
+                        yield answer
                 yield Static(KEYS_LINE, id="label-keys")
             side = VerticalScroll(id="label-side")
             side.can_focus = False
@@ -169,6 +168,13 @@ class LabelScreen(AreaScreen):
         return text
 
     def on_mount(self) -> None:
+        self._boxes = [self.query_one(f"#{id_}", PairText)
+                       for id_ in ("label-prompt", "label-text-a", "label-text-b")]
+        self._status_line = self.query_one("#label-status", Static)
+        # Saves and undos run in order on one thread with one prepared connection (runs in
+        # the writer thread: `_save`, `_undo`; they post LabelSaved / LabelUndone when committed)
+        self.writer = LabelWriter(on_error=lambda exc: self.post_message(
+            WorkFailed("saving a label", str(exc) or type(exc).__name__)))
         self.query_one("#label-choices", DataTable).add_columns("choice", "labels")
         self.load_queue()
         self.set_interval(self.stats_gap, self._stats_tick)
@@ -176,6 +182,7 @@ class LabelScreen(AreaScreen):
     def on_unmount(self) -> None:
         if self.feeder is not None:
             self.feeder.stop()
+        self.writer.close(wait=None)
 
     def action_refresh(self) -> None:
         self.load_queue()
@@ -202,6 +209,10 @@ class LabelScreen(AreaScreen):
         self.post_message(LabelQueueLoaded(task_set, tasks))
 
     def on_label_queue_loaded(self, message: LabelQueueLoaded) -> None:
+        # What is alive now (app, screens, libraries) lives on: frozen, the full collections
+        # that come every few hundred labels no longer walk it (they paused the event loop
+        # 30-150 ms, the tail of keypress-to-next-pair).
+        gc.freeze()
         self.task_set = message.task_set
         self.queue = deque(pair_for(t) for t in message.tasks if len(t.candidates) >= 2)
         self.current = None
@@ -215,25 +226,23 @@ class LabelScreen(AreaScreen):
 
     def _draw(self) -> None:
         pair = self.current
-        prompt = self.query_one("#label-prompt", Static)
-        texts = [self.query_one(f"#label-text-{s}", Static) for s in ("a", "b")]
+        prompt, text_a, text_b = self._boxes
         if pair is None:
             waiting = self.feeder is not None and self.feeder.running
-            prompt.update(Text("Generating the next pair…" if waiting else
-                               "Nothing to label. Press n to make label tasks from two models, "
-                               "or run the command on the right."))
-            for t in texts:
-                t.update("")
+            prompt.show("Generating the next pair…" if waiting else
+                        "Nothing to label. Press n to make label tasks from two models, "
+                        "or run the command on the right.")
+            text_a.show("")
+            text_b.show("")
         else:
             body = Text()
             if pair.system:
                 body.append(f"system: {pair.system}\n", style="dim")
             body.append(pair.prompt)
-            prompt.update(body)
-            for widget, cand in zip(texts, pair.shown(), strict=True):
-                widget.update(Text(cand["output"]))
-            for side in ("a", "b"):
-                self.query_one(f"#label-{side}").scroll_home(animate=False)
+            prompt.show(body)
+            shown_a, shown_b = pair.shown()
+            text_a.show(shown_a["output"])
+            text_b.show(shown_b["output"])
         self.shown_at = self.drawn_at = time.perf_counter()
         self.drawn += 1
 
@@ -251,12 +260,9 @@ class LabelScreen(AreaScreen):
         self.saving = True
         elapsed = int((time.perf_counter() - self.shown_at) * 1000)
         choice = to_candidate_order(screen_choice, pair.swapped)
-        self._save(pair, choice, edited, elapsed)
+        self.writer.submit(self._save, pair, choice, edited, elapsed)
 
-    @work(thread=True, group="label-save", exit_on_error=False)
     def _save(self, pair: Pair, choice: str, edited: str | None, elapsed_ms: int) -> None:
-        from tuiapp.engine.labels import make_repeat
-
         try:
             task = pair.task or make_repeat(self.store, pair.repeat_of, pair.swapped)
             event = self.store.add_label(task.id, choice, swapped=pair.swapped, edited=edited,
@@ -324,11 +330,10 @@ class LabelScreen(AreaScreen):
         self.saving = True
         if self.history:
             event, pair = self.history.pop()
-            self._undo(event.id, pair)
+            self.writer.submit(self._undo, event.id, pair)
         else:
-            self._undo(None, None)
+            self.writer.submit(self._undo, None, None)
 
-    @work(thread=True, group="label-save", exit_on_error=False)
     def _undo(self, event_id: int | None, pair: Pair | None) -> None:
         try:
             if event_id is not None:
@@ -501,7 +506,7 @@ class LabelScreen(AreaScreen):
         self.query_one("#label-winrates", PreferenceBar).show(st["win_rates"])
 
     def _status(self, text: Text) -> None:
-        self.query_one("#label-status", Static).update(text)
+        self._status_line.update(text, layout=False)  # two fixed lines: no re-layout
 
     def on_work_failed(self, message: WorkFailed) -> None:
         self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)

@@ -1,14 +1,88 @@
-"""The Label screen's modals: writing a better answer, and starting a new task set."""
+"""The Label screen's pieces: its fixed-size text boxes, and its modals (writing a better
+answer, starting a new task set)."""
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from tuiapp.screens.modals import MODAL_CSS
+
+
+class PairText(Widget):
+    """Text in a box whose size never depends on the text, scrolled by the mouse wheel.
+
+    A Static in a scroll container changes height with every new answer, and any size change
+    re-lays out the whole screen — which cost more than the durable commit of the label. Here a
+    new text is wrapped once and drawn as a repaint of this box only; the border subtitle says
+    how much is below.
+    """
+
+    can_focus = False
+
+    def __init__(self, *, id: str, classes: str = "") -> None:
+        super().__init__(id=id, classes=classes)
+        self._text = Text("")
+        self._lines: list[Content] = []
+        self._wrapped_at = -1
+        self._subtitle = ""
+        self.top = 0
+
+    @property
+    def content(self) -> Text:
+        """What the box holds (all of it, not only the visible lines)."""
+        return self._text
+
+    def show(self, text: Text | str) -> None:
+        self._text = text if isinstance(text, Text) else Text(text)
+        self.top = 0
+        self._wrap()
+        self.refresh()
+
+    def _wrap(self) -> None:
+        width = self.content_size.width
+        self._wrapped_at = width
+        if width <= 0:  # not laid out yet: wrapped on the first resize
+            self._lines = []
+            return
+        self._lines = Content.from_rich_text(self._text).wrap(width)
+        self._say_more()
+
+    def _say_more(self) -> None:
+        below = len(self._lines) - self.top - self.content_size.height
+        subtitle = f"↓ {below} more lines (wheel)" if below > 0 else ""
+        if subtitle != self._subtitle:
+            self._subtitle = self.border_subtitle = subtitle
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._wrap()
+
+    def render(self) -> Content:
+        if self._wrapped_at != self.content_size.width:
+            self._wrap()
+        return Content("\n").join(self._lines[self.top: self.top + self.content_size.height])
+
+    def _scroll(self, by: int) -> None:
+        top = max(0, min(self.top + by, len(self._lines) - self.content_size.height))
+        if top != self.top:
+            self.top = top
+            self._say_more()
+            self.refresh()
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        event.stop()
+        self._scroll(3)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        event.stop()
+        self._scroll(-3)
 
 
 class EditAnswerScreen(ModalScreen[str | None]):
