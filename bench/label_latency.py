@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -42,7 +43,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run(db: Path, home: Path, n: int) -> list[float]:
+def watch_paints(app) -> list[float]:
+    """Times of frames painted to the (headless) terminal. Headless Textual composes each frame
+    but skips turning it into terminal bytes; this does that step too, as a real driver would,
+    so a frame counts only once its bytes exist."""
+    painted: list[float] = []
+    display = app._display
+
+    def display_and_time(screen, renderable) -> None:
+        display(screen, renderable)
+        if renderable is not None and screen is app.screen:
+            renderable.render_segments(app.console)
+            painted.append(time.perf_counter())
+
+    app._display = display_and_time
+    return painted
+
+
+async def run(db: Path, home: Path, n: int) -> tuple[list[float], list[float]]:
     from store import Store
     from tuiapp.app import Settings, TuiApp
     from tuiapp.engine.facade import Engine
@@ -51,8 +69,10 @@ async def run(db: Path, home: Path, n: int) -> list[float]:
     app = TuiApp(store=store, engine=Engine(store=store, home=home),
                  settings=Settings(home=home, refresh_interval=0, poll_interval=0))
     keys = ["1", "2", "t", "b", "left", "right"]
-    times: list[float] = []
+    drawn: list[float] = []  # key → widgets hold the next pair (after the commit)
+    painted: list[float] = []  # key → the frame showing it is painted
     async with app.run_test(size=(120, 36)) as pilot:
+        paints = watch_paints(app)
         await pilot.press("f6")
         screen = app.screen
         while not screen.loaded:
@@ -65,10 +85,13 @@ async def run(db: Path, home: Path, n: int) -> list[float]:
             send_key(app, keys[i % len(keys)])
             while screen.drawn == before:
                 await asyncio.sleep(0)
-            times.append((screen.drawn_at - t0) * 1000)
+            drawn.append((screen.drawn_at - t0) * 1000)
+            while not paints or paints[-1] < screen.drawn_at:
+                await asyncio.sleep(0)
+            painted.append((paints[-1] - t0) * 1000)
             await asyncio.sleep(0.002)  # a human never types 1000 labels back to back
     store.close()
-    return times
+    return drawn, painted
 
 
 def send_key(app, key: str) -> None:
@@ -105,15 +128,16 @@ def main() -> int:
         home = Path(tmp) / "home"
         home.mkdir()
         make_queue(db, args.pairs + 200)
-        times = asyncio.run(run(db, home, args.pairs))
+        drawn, painted = asyncio.run(run(db, home, args.pairs))
         base = store_baseline(db, 200)
+    print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"store.add_label alone (n=200): p50 {statistics.median(base):.2f} ms, "
           f"p99 {pct(base, 99):.2f} ms")
-    print(f"label keypress → committed → next pair drawn (n={len(times)}):")
-    for q in (50, 90, 99):
-        print(f"  p{q} {pct(times, q):.2f} ms")
-    print(f"  max {max(times):.2f} ms")
-    print(f"p99_ms {pct(times, 99):.1f}")
+    for what, times in (("widgets updated", drawn), ("frame painted", painted)):
+        print(f"label keypress → committed → next pair {what} (n={len(times)}): "
+              + ", ".join(f"p{q} {pct(times, q):.2f} ms" for q in (50, 90, 99))
+              + f", max {max(times):.2f} ms")
+    print(f"p99_ms {pct(painted, 99):.1f}")
     return 0
 
 
