@@ -102,7 +102,9 @@ class BatchPanel(Vertical):
             yield Input(placeholder="all", id="batch-limit", compact=True)
             yield Button("Run", id="batch-run", compact=True)
         with Horizontal(classes="bp-row"):
-            yield ProgressBar(id="batch-progress", show_eta=False)
+            # a bar with no total animates at 15 frames a second (even on a hidden tab), waking
+            # the event loop while the Side by side panes stream: idle, it is an empty bar
+            yield ProgressBar(total=1, id="batch-progress", show_eta=False)
             yield Static("", id="batch-status")
         yield Static("Results (means per model)", classes="section-title")
         yield DataTable(id="batch-results", cursor_type="row", zebra_stripes=True)

@@ -3,8 +3,8 @@
 The pane only draws what it is told (the screen's message handlers call it); the text always
 arrives whole (the worker accumulates it), so a coalesced update never loses a token.
 Streaming must not re-layout the screen on every redraw (that costs tens of milliseconds on a
-busy screen and slows the generating thread through the GIL): the text lives in a read-only
-TextArea (a scroll view) that is appended to, and the figures line has a fixed height.
+busy screen and slows the generating thread through the GIL): the text lives in a fixed-size
+StreamText that is appended to and repaints only itself, and the figures line has a fixed height.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Static, TextArea
+from textual.widgets import Static
+
+from tuiapp.widgets.stream_text import StreamText
 
 
 def figures_line(tokens: int, latency_s: float | None = None, first_token_s: float | None = None,
@@ -49,12 +51,10 @@ class OutputPane(Vertical):
         self.state = "idle"
         self.figures: dict = {}
         self.error: str | None = None
-        self._shown = ""  # the text the TextArea holds
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.title_text), classes="pane-title")
-        yield TextArea("", read_only=True, soft_wrap=True, show_cursor=False, compact=True,
-                       highlight_cursor_line=False, classes="pane-text")
+        yield StreamText(classes="pane-text")
         yield Static("", classes="pane-figures")
 
     def set_title(self, title: str) -> None:
@@ -103,13 +103,5 @@ class OutputPane(Vertical):
     def _draw(self, figures_text: str) -> None:
         if not self.is_mounted:
             return
-        area = self.query_one(".pane-text", TextArea)
-        if self.text != self._shown:
-            if self._shown and self.text.startswith(self._shown):
-                area.insert(self.text[len(self._shown):], area.document.end)
-            else:
-                area.load_text(self.text)
-            self._shown = self.text
-            if self.state == "streaming":
-                area.scroll_end(animate=False)
+        self.query_one(".pane-text", StreamText).set_text(self.text)  # appends when it can
         self.query_one(".pane-figures", Static).update(Text(figures_text), layout=False)
