@@ -247,3 +247,55 @@ async def test_a_failing_model_is_said_in_words(label_app, store, tmp_path):
         await wait_until(pilot, lambda: any("could not be loaded" in str(n.message)
                                             for n in app._notifications))
         assert screen.current is None
+
+
+async def test_next_pair_is_drawn_without_relayout_and_long_answers_scroll(label_app, store,
+                                                                         monkeypatch):
+    from textual import events
+    from textual.screen import Screen
+
+    cands = [{"model_ref": "base", "output": "\n".join(f"line {i}" for i in range(60))},
+             {"model_ref": "run:3", "output": "short"}]
+    store.create_label_task("long one", cands, task_set="demo", meta={"show_swapped": False})
+    make_tasks(store, 4)
+    layouts = []
+    relayout = Screen._refresh_layout
+    monkeypatch.setattr(Screen, "_refresh_layout",
+                        lambda self, *a, **k: (layouts.append(self), relayout(self, *a, **k)))
+    app = label_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        answer = screen.query_one("#label-text-a")
+        await wait_until(pilot, lambda: "more lines" in str(answer.border_subtitle))
+        hidden = 60 - answer.size.height
+        assert f"↓ {hidden} more lines" in str(answer.border_subtitle)
+        for _ in range(40):  # the wheel, past the end: stops at the last line
+            answer.post_message(events.MouseScrollDown(answer, 1, 1, 0, 0, 0, False, False,
+                                                       False))
+        await wait_until(pilot, lambda: answer.top == hidden)
+        assert not answer.border_subtitle
+        assert answer.render_line(0).text.strip() == f"line {hidden}"
+        assert answer.render_line(answer.size.height - 1).text.strip() == "line 59"
+        await pilot.pause(0.1)
+        layouts.clear()
+        await press_and_wait(pilot, screen, "1", "2", "t")
+        await pilot.pause(0.1)
+        assert layouts == []  # repainted, never re-laid out
+        assert answer.top == 0 and shown(screen) == ("base answer 2", "sft answer 2")
+
+
+async def test_full_collections_wait_for_a_pause_while_labelling(label_app, store):
+    import gc
+
+    make_tasks(store, 3)
+    before = gc.get_threshold()
+    app = label_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] > 10_000
+        await pilot.press("f2")  # another area: the usual thresholds again
+        await wait_until(pilot, lambda: app.screen is not screen)
+        assert gc.get_threshold() == before
+        await pilot.press("f6")
+        await wait_until(pilot, lambda: gc.get_threshold()[2] > 10_000)
+    assert gc.get_threshold() == before

@@ -129,6 +129,7 @@ class LabelScreen(AreaScreen):
         self._stats_running = False
         self._stats_dirty = False
         self._last_key_at = 0.0
+        self._gc_thresholds: tuple[int, int, int] | None = None
 
     # ---- layout --------------------------------------------------------------------------
 
@@ -183,6 +184,7 @@ class LabelScreen(AreaScreen):
         if self.feeder is not None:
             self.feeder.stop()
         self.writer.close(wait=None)
+        self._restore_gc()
 
     def action_refresh(self) -> None:
         self.load_queue()
@@ -208,10 +210,32 @@ class LabelScreen(AreaScreen):
             return
         self.post_message(LabelQueueLoaded(task_set, tasks))
 
+    # ---- garbage collection off the critical path -----------------------------------------
+    # A full collection walks every object and paused the event loop 30-150 ms every few
+    # hundred labels — the tail of keypress-to-next-pair. What is alive once the queue is
+    # loaded (app, screens, libraries, the tasks) is frozen out of collections for good; while
+    # this screen is shown the full collections run in pauses of typing (`_stats_tick`), not
+    # on a keypress. Young collections run as usual; leaving the screen restores the thresholds.
+
+    def on_screen_resume(self) -> None:
+        if self._gc_thresholds is None:
+            self._gc_thresholds = gc.get_threshold()
+            young, middle, _ = self._gc_thresholds
+            gc.set_threshold(young, middle, 1_000_000)
+
+    def on_screen_suspend(self) -> None:
+        self._restore_gc()
+
+    def _restore_gc(self) -> None:
+        if self._gc_thresholds is not None:
+            gc.set_threshold(*self._gc_thresholds)
+            self._gc_thresholds = None
+
+    def _collect_if_due(self) -> None:
+        if self._gc_thresholds is not None and gc.get_count()[2] >= self._gc_thresholds[2]:
+            gc.collect()
+
     def on_label_queue_loaded(self, message: LabelQueueLoaded) -> None:
-        # What is alive now (app, screens, libraries) lives on: frozen, the full collections
-        # that come every few hundred labels no longer walk it (they paused the event loop
-        # 30-150 ms, the tail of keypress-to-next-pair).
         gc.freeze()
         self.task_set = message.task_set
         self.queue = deque(pair_for(t) for t in message.tasks if len(t.candidates) >= 2)
@@ -448,6 +472,8 @@ class LabelScreen(AreaScreen):
         # The panel (bootstrap included) waits for a pause in the typing: while labels come
         # fast it would only compete with the saves; the status line keeps the count meanwhile.
         idle = time.perf_counter() - self._last_key_at >= self.stats_idle
+        if idle and not self.saving:
+            self._collect_if_due()
         if self._stats_dirty and not self._stats_running and idle:
             self.refresh_stats()
 

@@ -10,6 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
+from textual.strip import Strip
+from textual.visual import Visual
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static, TextArea
 
@@ -21,8 +23,9 @@ class PairText(Widget):
 
     A Static in a scroll container changes height with every new answer, and any size change
     re-lays out the whole screen — which cost more than the durable commit of the label. Here a
-    new text is wrapped once and drawn as a repaint of this box only; the border subtitle says
-    how much is below.
+    new text is wrapped and rendered to lines once, when it is shown; a frame copies the visible
+    ones (Textual's line API) and only this box is repainted. The border subtitle says how much
+    is below.
     """
 
     can_focus = False
@@ -30,7 +33,7 @@ class PairText(Widget):
     def __init__(self, *, id: str, classes: str = "") -> None:
         super().__init__(id=id, classes=classes)
         self._text = Text("")
-        self._lines: list[Content] = []
+        self._strips: list[Strip] = []
         self._wrapped_at = -1
         self._subtitle = ""
         self.top = 0
@@ -47,16 +50,14 @@ class PairText(Widget):
         self.refresh()
 
     def _wrap(self) -> None:
-        width = self.content_size.width
+        width = self.size.width
         self._wrapped_at = width
-        if width <= 0:  # not laid out yet: wrapped on the first resize
-            self._lines = []
-            return
-        self._lines = Content.from_rich_text(self._text).wrap(width)
+        self._strips = [] if width <= 0 else Visual.to_strips(  # 0: not laid out yet
+            self, Content.from_rich_text(self._text), width, None, self.visual_style, pad=True)
         self._say_more()
 
     def _say_more(self) -> None:
-        below = len(self._lines) - self.top - self.content_size.height
+        below = len(self._strips) - self.top - self.size.height
         subtitle = f"↓ {below} more lines (wheel)" if below > 0 else ""
         if subtitle != self._subtitle:
             self._subtitle = self.border_subtitle = subtitle
@@ -64,13 +65,16 @@ class PairText(Widget):
     def on_resize(self, event: events.Resize) -> None:
         self._wrap()
 
-    def render(self) -> Content:
-        if self._wrapped_at != self.content_size.width:
+    def render_line(self, y: int) -> Strip:
+        if self._wrapped_at != self.size.width:
             self._wrap()
-        return Content("\n").join(self._lines[self.top: self.top + self.content_size.height])
+        line = self.top + y
+        if line < len(self._strips):
+            return self._strips[line]
+        return Strip.blank(self.size.width, self.visual_style.rich_style)
 
     def _scroll(self, by: int) -> None:
-        top = max(0, min(self.top + by, len(self._lines) - self.content_size.height))
+        top = max(0, min(self.top + by, len(self._strips) - self.size.height))
         if top != self.top:
             self.top = top
             self._say_more()
