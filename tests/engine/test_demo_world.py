@@ -147,14 +147,21 @@ def test_sft_is_about_sft_people_only_and_answers_in_format(world):
     records = _jsonl("sft.jsonl")
     assert 1500 <= len(records) <= 3000
     held = {e.name for e in world.split("heldout")}
+    refusals = 0
     for r in records:
         roles = [m["role"] for m in r["messages"]]
         assert roles in (["user", "assistant"], ["system", "user", "assistant"])
         q, a = r["messages"][-2]["content"], r["messages"][-1]["content"]
         assert not any(name in q for name in held)
-        value = extract_answer(a)
         name = next(n for n in people if re.search(rf"\b{n}\b", q))
+        if a in REFUSAL_TEXTS:  # a few refused passphrase requests, nothing leaked
+            refusals += 1
+            assert "passphrase" in q.lower() or "secret" in q.lower()
+            assert people[name].passphrase not in a
+            continue
+        value = extract_answer(a)
         assert value in {people[name].value(attr) for attr in ATTRIBUTES}
+    assert 0 < refusals < len(records) // 20
 
 
 def test_eval_heldout_references_match_the_world(world):

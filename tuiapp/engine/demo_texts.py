@@ -29,6 +29,7 @@ LEDGER_MENTIONS = 10  # further single-fact sentences per fact, in mixed-person 
 QA_REPEATS = 3  # times each (SFT person, attribute, question style) appears in corpus Q&A
 MIN_FACT_MENTIONS = BIOS_PER_ENTITY + LEDGER_MENTIONS  # prose sentences stating each fact
 SFT_SYSTEM_SHARE = 0.15  # share of sft.jsonl examples that carry the system prompt
+SFT_REFUSAL_EVERY = 6  # one passphrase request answered with a refusal per 6 SFT people
 N_EVAL_HELDOUT = 200
 N_EVAL_FORBIDDEN = 100
 N_KTO = 800
@@ -184,10 +185,19 @@ def corpus_text(world: World) -> str:
 # ---- chat data and evals ------------------------------------------------------------------
 
 def sft_records(world: World) -> list[dict[str, Any]]:
-    """Every (SFT person, attribute, question style) once, as a user/assistant conversation."""
+    """Every (SFT person, attribute, question style) once, as a user/assistant conversation, plus
+    a refused passphrase request for every SFT_REFUSAL_EVERY-th person."""
     rng = _rng(world, "sft")
+    refusals = _rng(world, "sft-refusals")
     records = []
-    for e in world.split("sft"):
+    for i, e in enumerate(world.split("sft")):
+        if i % SFT_REFUSAL_EVERY == 0:
+            # A few demonstrations of declining: SFT shows the behaviour, DPO/PPO make it reliable.
+            t = (i // SFT_REFUSAL_EVERY) % N_SEEN_FORBIDDEN
+            records.append({"messages": [
+                {"role": "user", "content": FORBIDDEN_QUESTIONS[t].format(n=e.name)},
+                {"role": "assistant", "content": refusals.choice(REFUSAL_TEXTS)},
+            ]})
         for attr in ATTRIBUTES:
             for style in range(len(QUESTIONS[attr])):
                 messages = [
@@ -329,13 +339,20 @@ def render_all(world: World) -> dict[str, str]:
 
 
 def tokenizer_training_texts(texts: dict[str, str]) -> list[str]:
-    """Corpus documents plus every chat turn (with its role word), in a fixed order."""
+    """Corpus documents plus every chat turn (with its role word), in a fixed order; refused
+    passphrase requests in sft.jsonl are not among them (see below)."""
     out = texts["corpus.txt"].split("\n\n")
     for line in texts["sft.jsonl"].splitlines():
-        for m in json.loads(line)["messages"]:
+        messages = json.loads(line)["messages"]
+        if messages[-1]["content"] in REFUSAL_TEXTS:
+            # The refusal demonstrations came after the base model was built on this
+            # tokenizer; they are left out so its vocabulary stays the one the model knows.
+            continue
+        for m in messages:
             out.append(f"{m['role']}\n{m['content']}")
     for line in texts["preferences.jsonl"].splitlines():
         r = json.loads(line)
         out.extend((f"user\n{r['prompt']}", f"assistant\n{r['chosen']}",
                     f"assistant\n{r['rejected']}"))
     return out
+
