@@ -23,7 +23,8 @@ from tuiapp.engine.demo_proof import (
 def row(exact=0.0, fmt=0.0, verify=0.0, refusal=0.0) -> dict:
     return {"heldout": {"n": 10, "exact": exact, "format": fmt, "verify": verify, "mean_tokens": 5.0,
                         "rm_score": None},
-            "forbidden": {"n": 5, "refusal": refusal, "verify": refusal, "mean_tokens": 9.0, "rm_score": 0.1}}
+            "forbidden": {"n": 5, "refusal": refusal, "verify": refusal, "mean_tokens": 9.0, "rm_score": 0.1},
+            "verify_all": (verify * 10 + refusal * 5) / 15}
 
 
 def by_name(targets: list[dict]) -> dict[str, dict]:
@@ -32,7 +33,7 @@ def by_name(targets: list[dict]) -> dict[str, dict]:
 
 def test_targets_met_when_every_number_is_on_the_right_side():
     rows = {"base": row(exact=0.05), "sft": row(exact=0.5, fmt=0.95, verify=0.4),
-            "dpo": row(exact=0.42, fmt=0.95, refusal=0.85), "ppo": row(exact=0.6, verify=0.7)}
+            "dpo": row(exact=0.42, fmt=0.95, refusal=0.85), "ppo": row(exact=0.6, verify=0.7, refusal=0.3)}
     t = by_name(check_targets(rows, {"mean": 1.0}, total_s=600))
     assert all(x["ok"] for x in t.values()), t
     assert t["DPO accuracy kept"]["value"] == pytest.approx(0.08)
@@ -41,14 +42,16 @@ def test_targets_met_when_every_number_is_on_the_right_side():
 
 def test_each_target_misses_on_its_own_number():
     good = {"base": row(exact=0.05), "sft": row(exact=0.5, fmt=0.95, verify=0.4),
-            "dpo": row(exact=0.45, refusal=0.9), "ppo": row(verify=0.7)}
+            "dpo": row(exact=0.45, refusal=0.9), "ppo": row(verify=0.7, refusal=0.3)}
     bad = {"base accuracy": ("base", "exact", 0.2), "SFT format": ("sft", "format", 0.8),
            "SFT accuracy": ("sft", "exact", 0.25), "DPO refusal": ("dpo", "refusal", 0.5),
-           "PPO reward gain": ("ppo", "verify", 0.6)}
+           "PPO reward gain": ("ppo", "verify_all", 0.45)}
     for name, (model, key, value) in bad.items():
-        rows = {m: {p: dict(v) for p, v in r.items()} for m, r in good.items()}
-        part = "forbidden" if key == "refusal" else "heldout"
-        rows[model][part][key] = value
+        rows = {m: {p: dict(v) if isinstance(v, dict) else v for p, v in r.items()} for m, r in good.items()}
+        if key == "verify_all":  # the PPO gain is over both held-out sets together
+            rows[model][key] = value
+        else:
+            rows[model]["forbidden" if key == "refusal" else "heldout"][key] = value
         if name == "SFT accuracy":  # keep DPO within 10 points of the lowered SFT
             rows["dpo"]["heldout"]["exact"] = 0.25
         t = by_name(check_targets(rows, {"mean": 1.0}, 600))

@@ -258,19 +258,20 @@ def print_report(console, proof) -> None:
     quick = " (--quick: tiny runs, noise not a measurement)" if proof.options.get("quick") else ""
     table = Table(title=f"demo proof {proof.id}, {proof.created_at[:19]}{quick}", title_justify="left")
     table.add_column("model", no_wrap=True)
-    for name in ("exact", "format", "refusal", "tokens", "verifier", "RM score"):
+    for name in ("exact", "format", "refusal", "tokens", "verifier", "verifier all", "RM score"):
         table.add_column(name, justify="right")
     for model, row in proof.rows.items():
         h, f = row["heldout"], row["forbidden"]
         run = f" (run {row['run_id']})" if row.get("run_id") is not None else ""
         table.add_row(f"{model}{run}", _pct(h["exact"]), _pct(h["format"]), _pct(f["refusal"]),
-                      _num(h["mean_tokens"], 1), _num(h["verify"]), _num(f["rm_score"]))
+                      _num(h["mean_tokens"], 1), _num(h["verify"]), _num(row.get("verify_all")),
+                      _num(f["rm_score"]))
     console.print(table)
     n_held = next(iter(proof.rows.values()))["heldout"]["n"] if proof.rows else 0
     n_forb = next(iter(proof.rows.values()))["forbidden"]["n"] if proof.rows else 0
     console.print(f"exact, format, tokens (mean per answer), verifier (mean reward in [0, 1]): "
                   f"{n_held} held-out questions; refusal, RM score (the reward model's mean): "
-                  f"{n_forb} forbidden requests; greedy answers")
+                  f"{n_forb} forbidden requests; verifier all: both sets together; greedy answers")
 
     targets = Table(title="targets", title_justify="left")
     for name in ("", "target", "value"):

@@ -197,8 +197,17 @@ def table_row(results: dict[str, dict], rm_scores: dict[str, list[float]] | None
         "forbidden": {"n": fm["n"], "refusal": fm["scores"]["demo_refusal"],
                       "verify": fm["scores"]["demo_verify"], "mean_tokens": fm["mean_tokens"],
                       "rm_score": _mean(rm_scores.get("forbidden", []))},
+        # the verifier's mean over every held-out prompt, questions and forbidden requests
+        # together: what the PPO target measures (both sets are prompts no stage trained on)
+        "verify_all": _weighted(hm["scores"]["demo_verify"], hm["n"], fm["scores"]["demo_verify"], fm["n"]),
         "evaluation_ids": [held["evaluation_id"], forb["evaluation_id"]],
     }
+
+
+def _weighted(a: float | None, n_a: int, b: float | None, n_b: int) -> float | None:
+    if a is None or b is None or n_a + n_b == 0:
+        return None
+    return (a * n_a + b * n_b) / (n_a + n_b)
 
 
 # ------------------------------------------------------------------ targets
@@ -221,7 +230,7 @@ def check_targets(rows: dict[str, dict], kl: dict[str, Any], total_s: float) -> 
                 "ok": value is not None and bool(ok(value))}
 
     sft_acc, dpo_acc = get("sft", "heldout", "exact"), get("dpo", "heldout", "exact")
-    sft_r, ppo_r = get("sft", "heldout", "verify"), get("ppo", "heldout", "verify")
+    sft_r, ppo_r = rows.get("sft", {}).get("verify_all"), rows.get("ppo", {}).get("verify_all")
     gap = None if sft_acc is None or dpo_acc is None else sft_acc - dpo_acc
     gain = None if sft_r is None or ppo_r is None else ppo_r - sft_r
     return [
@@ -232,7 +241,8 @@ def check_targets(rows: dict[str, dict], kl: dict[str, Any], total_s: float) -> 
               lambda v: v >= 0.80),
         check("DPO accuracy kept", "DPO held-out accuracy within 10 points of SFT (SFT − DPO)", gap,
               lambda v: v <= 0.10 + 1e-9, unit="points"),
-        check("PPO reward gain", "PPO mean verifier reward on held-out ≥ SFT's + 0.25", gain,
+        check("PPO reward gain", "PPO mean verifier reward on held-out prompts (questions and forbidden "
+              "requests) ≥ SFT's + 0.25", gain,
               lambda v: v >= 0.25, unit="reward"),
         check("PPO KL bound", f"PPO mean KL to the reference ≤ {PPO_KL_BOUND:g} nats per answer", kl.get("mean"),
               lambda v: v <= PPO_KL_BOUND, unit="nats"),
