@@ -283,3 +283,55 @@ def test_compare_snapshot(snap_compare, store, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
+
+
+async def test_pane_count_follows_the_picks_before_generate(make_app, store):
+    app = make_app(engine=compare_engine())
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_compare(pilot, app)
+        screen.query_one(ModelPicker).select(["base", "run:1", "run:2"])
+        await pilot.pause()
+        assert [pane(screen, i).display for i in range(4)] == [True, True, True, False]
+        screen.query_one(ModelPicker).select(["base"])
+        await pilot.pause()
+        assert [pane(screen, i).display for i in range(4)] == [True, True, False, False]
+
+
+async def test_stream_text_appends_repaint_only_changed_rows_and_scrolls():
+    from textual.app import App
+    from textual.geometry import Region
+
+    from tuiapp.widgets.stream_text import StreamText
+
+    repaints: list[tuple] = []
+
+    class Probe(StreamText):
+        def refresh(self, *regions, **kwargs):
+            repaints.append(regions)
+            return super().refresh(*regions, **kwargs)
+
+    class One(App):
+        def compose(self):
+            yield Probe()
+
+    async with One().run_test(size=(20, 4)) as pilot:
+        text = pilot.app.query_one(Probe)
+        await pilot.pause()
+        text.append("one two three four five six")   # wraps to two rows of 20
+        await pilot.pause()
+        assert [line.plain.strip() for line in text.lines] == ["one two three four", "five six"]
+        repaints.clear()
+        text.append(" seven")                          # only the second row changes
+        assert repaints == [(Region(0, 1, 20, 3),)]
+        text.set_text(text.text + "\na\nb\nc\nd")       # 6 rows in 4: follows the end
+        await pilot.pause()
+        assert [line.plain for line in text.lines][-1] == "d" and text.follow
+        assert text._first_line(len(text.lines)) == 2
+        text.focus()
+        await pilot.press("home")
+        assert not text.follow and text._first_line(len(text.lines)) == 0
+        assert "▼ 3 more lines" in text.render_lines(Region(0, 0, 20, 4))[3].text
+        await pilot.press("end")
+        assert text.follow
+        text.set_text("new answer")                    # not an extension: starts over
+        assert text.lines[0].plain == "new answer" and len(text.lines) == 1

@@ -51,8 +51,9 @@ NO_MODELS = ("No models to compare yet. Build the demo base (`tuneloop demo buil
              "an SFT run, or type a model folder, adapter folder or .gguf path in REF.")
 # A pane redraws at most this often; faster tokens are folded into the next redraw. Every
 # redraw is main-thread work the generating threads wait for (the GIL; a small model's forward
-# pass is mostly Python), so 5 per second per pane: still live to the eye; bench/compare_overhead.py
-# measured 10/s at 0.57-0.65 of no-UI speed, 5/s at 0.72, no streaming redraws at 0.83.
+# pass is mostly Python), so 5 per second per pane: still live to the eye. A redraw repaints
+# only the pane's changed rows and figures line (~5 ms), never a layout; bench/compare_overhead.py
+# measures the whole UI at ~0.1 s of event-loop CPU per three 128-token answers.
 REDRAW_EVERY_S = 0.2
 FIGURE_KEYS = ("tokens", "latency_s", "first_token_s", "tokens_per_s", "finish_reason")
 

@@ -155,8 +155,9 @@ class StreamText(Widget, can_focus=True):
         width, height = self.size
         base, lines, top = self._base, self._lines_now, self._top_now
         below = len(lines) - top - height
-        if below > 0 and y == height - 1:  # say that there is more, and how to see it
-            hint = Text(f"▼ {below} more line{'s' if below > 1 else ''} (scroll or End)",
+        if below > 0 and y == height - 1:  # say that there is more (this row hides one too)
+            hidden = below + 1
+            hint = Text(f"▼ {hidden} more lines (scroll or End)",
                         style=Style(dim=True, italic=True))
             return self._strip(hint, width, base)
         index = top + y
