@@ -1,7 +1,7 @@
 """What the Compare screen costs: three models streaming side by side in the TUI (driven headless
 with Textual's `run_test`) against the same three generations run one after another without UI.
 
-    python bench/compare_overhead.py [--max-new-tokens 128] [--rounds 3] [--threads 1] [--allow-eos]
+    python bench/compare_overhead.py [--max-new-tokens 128] [--rounds 3] [--threads N] [--allow-eos]
 
 The three models are one base and two LoRA adapters on it (B matrices perturbed so each answers
 differently): the demo base model when it is built, else a random-init Llama of the demo shape
@@ -118,15 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: the small model is Python-bound; more threads "
-                             "only spin on a shared 2-core machine)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both arms (default: what the app uses, "
+                             "tuiapp.engine.generate.cpu_generation_threads: 1 on 2 cores)")
     parser.add_argument("--allow-eos", action="store_true",
                         help="let answers end at EOS (default: exactly --max-new-tokens each)")
     args = parser.parse_args(argv)
 
     import torch
 
+    from tuiapp.engine.generate import cpu_generation_threads
+
+    if args.threads is not None:  # the backend reads it too, so both arms use the same count
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    args.threads = cpu_generation_threads()
     torch.set_num_threads(args.threads)
     from store import Store
     from tuiapp.app import Settings, TuiApp

@@ -281,3 +281,19 @@ def test_two_threads_share_one_backend_and_take_turns(world, backend):
     for t in threads:
         t.join(30)
     assert [got[0], got[1]] == expected
+
+
+def test_cpu_generation_threads_follow_the_user_then_the_core_count(monkeypatch):
+    import os
+
+    from tuiapp.engine import generate
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert generate.cpu_generation_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert generate.cpu_generation_threads() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert generate.cpu_generation_threads() == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert generate.cpu_generation_threads() == 3
