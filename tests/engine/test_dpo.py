@@ -99,6 +99,26 @@ def test_loss_variants_learn_the_preference(loss_type, tiny_model, pref_file, tm
     assert metrics[-1]["rewards/margins"] > metrics[0]["rewards/margins"]
 
 
+def test_rpo_adds_the_chosen_likelihood_and_raises_the_chosen_answers(tiny_model, pref_file, tmp_path):
+    result, metrics = run(dpo.train, make(DPOJobConfig, tiny_model, pref_file, sft_weight=1.0), tmp_path / "run")
+    assert result["status"] == "completed"
+    first, last = metrics[0], metrics[-1]
+    assert first["loss"] > 0.6931 + 0.5            # the NLL of the chosen answers is in the loss
+    assert last["loss"] < first["loss"] - 0.5
+    assert last["rewards/chosen"] > 0               # chosen answers more likely than under the reference
+    assert last["rewards/accuracies"] == 1.0
+
+
+def test_sft_weight_is_refused_where_the_loss_has_its_own_likelihood_term():
+    from tuiapp.engine.config import ConfigError
+
+    for loss in ("simpo", "orpo"):
+        with pytest.raises(ConfigError, match="sft_weight"):
+            DPOJobConfig(base_model="demo", dataset="demo/preferences", loss_type=loss, sft_weight=1.0)
+    with pytest.raises(ConfigError, match="sft_weight"):
+        DPOJobConfig(base_model="demo", dataset="demo/preferences", sft_weight=-1.0)
+
+
 def test_dpo_from_an_sft_adapter_keeps_the_reference_at_the_start(tiny_model, pref_file, tmp_path):
     """Step 0: policy == merged start == reference, so the loss is exactly log 2."""
     from peft import LoraConfig, get_peft_model

@@ -64,6 +64,13 @@ class DPOJobConfig(AlignCommonConfig):
     beta: float = opt(0.1, "Strength of the pull towards the reference (higher: stay closer).", group="method")
     label_smoothing: float = opt(0.0, "Assumed share of flipped labels (robust / conservative DPO).", group="method")
     simpo_gamma: float = opt(0.5, "SimPO target reward margin.", group="method")
+    sft_weight: float = opt(
+        0.0,
+        "Weight of a log-likelihood term on the chosen answers added to the preference loss (RPO): "
+        "keeps the chosen wording and its stop token likely while the rejected ones are pushed "
+        "down. 0: the preference loss alone. Losses sigmoid/ipo/hinge/robust/bco_pair/apo_zero.",
+        group="method",
+    )
     precompute_ref_log_probs: bool = opt(
         True, "Compute the reference log-probs once before training instead of every step (faster).", group="method"
     )
@@ -74,6 +81,10 @@ class DPOJobConfig(AlignCommonConfig):
             raise ConfigError("beta", f"must be > 0, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError("label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
+        if self.sft_weight < 0:
+            raise ConfigError("sft_weight", f"must be >= 0, got {self.sft_weight}")
+        if self.sft_weight > 0 and self.loss_type in ("simpo", "orpo"):
+            raise ConfigError("sft_weight", f"{self.loss_type} has its own likelihood term; set sft_weight = 0")
 
 
 @dataclass

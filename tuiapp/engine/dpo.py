@@ -248,7 +248,10 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
     if config.method == "full" and not config.precompute_ref_log_probs:
         # TRL would reload the reference from the base folder, which lacks a merged SFT adapter.
         ref_model = _frozen_copy(model)
-    dpo_args = DPOConfig(**args, loss_type=[config.loss_type], beta=config.beta,
+    losses, weights = [config.loss_type], None
+    if config.sft_weight > 0:  # RPO: the preference loss plus NLL on the chosen answers
+        losses, weights = [config.loss_type, "sft"], [1.0, config.sft_weight]
+    dpo_args = DPOConfig(**args, loss_type=losses, loss_weights=weights, beta=config.beta,
                          label_smoothing=config.label_smoothing,
                          precompute_ref_log_probs=config.precompute_ref_log_probs,
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR,
