@@ -55,8 +55,19 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     ctx.obj = {"home": home}
+    _quiet_library_noise()
     if ctx.invoked_subcommand is None:
         open_tui(home)
+
+
+def _quiet_library_noise() -> None:
+    """Messages the libraries print that a tuneloop user can do nothing about: bitsandbytes'
+    offer of a hub kernel (there is no hub here) and a transformers deprecation PEFT triggers."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def build_app(home: str | None):
