@@ -32,6 +32,7 @@ def train(config: CPTJobConfig, ctx: JobContext, *, callbacks: list | None = Non
     from transformers.trainer_callback import PrinterCallback
 
     from .callbacks import EventCallback
+    from .modeling import checkpointing_arguments
 
     t0 = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()  # no tqdm bars in a job's output
@@ -82,7 +83,7 @@ def train(config: CPTJobConfig, ctx: JobContext, *, callbacks: list | None = Non
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        activation_checkpointing=config.gradient_checkpointing,
+        **checkpointing_arguments(config.gradient_checkpointing),
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a share of the steps in transformers 5

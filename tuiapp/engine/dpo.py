@@ -198,8 +198,7 @@ def common_arguments(config: Any, ctx: JobContext, device: str, has_eval: bool) 
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm if config.max_grad_norm > 0 else None,
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **policy.modeling.checkpointing_arguments(config.gradient_checkpointing),  # TRL's own default is on
         bf16=config.method != "full" and dtype == torch.bfloat16,
         fp16=config.method != "full" and dtype == torch.float16,
         use_cpu=device == "cpu",

@@ -144,6 +144,19 @@ def load_tokenizer(model_path: str, chat_template: str = "model", trust_remote_c
     return tok
 
 
+def checkpointing_arguments(on: bool) -> dict[str, Any]:
+    """Trainer arguments for gradient (activation) checkpointing, by whichever name the installed
+    transformers uses: 5.2x calls it activation_checkpointing, earlier 5.x gradient_checkpointing
+    (the GPU image this was checked on carries 5.17)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: on, f"{key}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def template_token_ids(tokenizer) -> list[int]:
     """Ids of the special tokens the chat template writes (e.g. <|im_start|>, <|im_end|>)."""
     template = getattr(tokenizer, "chat_template", None) or ""

@@ -183,8 +183,7 @@ def sft_arguments(config: SFTJobConfig, output_dir: str, device: str, dtype, has
         warmup_steps=config.warmup_ratio,  # a float < 1 is a share of the total steps
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm if config.max_grad_norm > 0 else None,
-        activation_checkpointing=config.gradient_checkpointing,  # TRL's own default is on
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **modeling.checkpointing_arguments(config.gradient_checkpointing),  # TRL's own default is on
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=device == "cpu",
