@@ -1,6 +1,7 @@
 """tuneloop SFT vs plain TRL SFTTrainer: non-padding tokens/s, peak memory, loss agreement.
 
     python bench/sft_throughput.py [--quick] [--model-config demo|qwen2-0.5b|llama3-8b]
+        [--method lora|qlora|full] [--turns N] [--gradient-checkpointing]
 
 One invocation builds a random-init model of the chosen shape (throughput and memory do not
 depend on the weights; nothing is downloaded), then runs each arm in its own child process so
@@ -15,6 +16,11 @@ compared step by step.
             default gradient checkpointing on.
   tuneloop  tuneloop.engine.sft.train with its defaults: padding-free batching (no pad
             tokens; examples kept apart by position_ids), no gradient checkpointing.
+
+--turns N joins 1..N consecutive demo exchanges (seeded) into one multi-turn conversation, so
+examples run from ~25 to ~25*N tokens: realistic lengths and length spread for the GPU shapes (the
+demo rows alone are ~25 tokens, far too short to load an H100). --gradient-checkpointing turns it
+on in the tuneloop arm too (plain TRL has it on by default), as the llama3-8b preset does.
 
 Prints each arm's tokens/s and peak memory, the loss agreement, and last `ratio X.XX`
 (tuneloop / plain tokens/s, best run of each).
@@ -215,6 +221,27 @@ def build_model(shape: str, folder: Path) -> list[int]:
     return modeling.template_token_ids(tok)
 
 
+def multi_turn_data(source: str, turns: int, out: Path, seed: int = 0) -> int:
+    """Write conversations of 1..turns demo exchanges each (every source row used once)."""
+    import random
+
+    rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    written = 0
+    with out.open("w", encoding="utf-8") as f:
+        i = 0
+        while i < len(rows):
+            k = rng.randint(1, turns)
+            group = rows[i:i + k]
+            i += k
+            messages = [m for row in group for m in row["messages"] if m["role"] != "system"]
+            if group[0]["messages"][0]["role"] == "system":
+                messages.insert(0, group[0]["messages"][0])
+            f.write(json.dumps({"messages": messages}) + "\n")
+            written += 1
+    return written
+
+
 def run_arm(name: str, job: dict, workdir: Path) -> dict:
     job_file = workdir / f"{name}-{time.monotonic_ns()}.json"
     job = {**job, "out": str(workdir / f"out-{name}-{time.monotonic_ns()}")}
@@ -238,6 +265,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=None, help="runs per arm, alternating (default 2, quick 1)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    ap.add_argument("--turns", type=int, default=1, help="demo exchanges per conversation, 1..N (default 1)")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="checkpointing in the tuneloop arm too (plain TRL's default is on)")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -265,11 +295,16 @@ def main() -> None:
                   batch_size=a.batch_size, grad_accum=1, learning_rate=1e-3, lr_scheduler="cosine",
                   warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=42, eval_split=0.0,
                   logging_steps=1, save_steps=10**6, eval_steps=10**6, sample_prompts=[],
-                  device="cuda" if cuda else "cpu", dtype="bf16" if cuda else "fp32")
+                  device="cuda" if cuda else "cpu", dtype="bf16" if cuda else "fp32",
+                  gradient_checkpointing=a.gradient_checkpointing)
     with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
         template_ids = build_model(a.model_config, work / "model")
+        if a.turns > 1:
+            n = multi_turn_data(config["dataset"], a.turns, work / "multi_turn.jsonl")
+            config["dataset"] = str(work / "multi_turn.jsonl")
+            print(f"data: {n} conversations of 1-{a.turns} demo exchanges, max_length {a.max_length}")
         print(f"model {a.model_config} ({a.method}) built in {time.perf_counter() - t:.0f}s on "
               f"{'cuda ' + torch.cuda.get_device_name() if cuda else f'cpu x{a.threads} threads'}; "
               f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
