@@ -95,7 +95,7 @@ def _trials(streams: list[tuple[Path, Path]], seed: int, rng: random.Random) -> 
     children = [_fork_driver(db, home, seed * len(streams) + k)
                 for k, (db, home) in enumerate(streams)]
     lines: list[str] = []
-    for pid, pipe in children:
+    for _pid, pipe in children:
         first = pipe.readline()
         assert first == b"READY\n", f"driver did not start: {first!r}"
     kills = sorted((rng.uniform(0.0, 0.6), k) for k in range(len(children)))
@@ -112,10 +112,11 @@ def _trials(streams: list[tuple[Path, Path]], seed: int, rng: random.Random) -> 
 
 
 def test_sigkill_at_random_moments_loses_no_saved_label(tmp_path):
+    import numpy  # noqa: F401
+
     import tuiapp.app  # noqa: F401  (imported once here, before the children are forked)
     import tuiapp.engine.labels  # noqa: F401
     import tuiapp.engine.winrate  # noqa: F401
-    import numpy  # noqa: F401
     import tuiapp.screens.label  # noqa: F401
 
     streams = []

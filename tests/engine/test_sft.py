@@ -130,6 +130,27 @@ def test_qlora_keeps_4bit_base_and_trains_adapters(tiny_model, sft_file, tmp_pat
     assert_safetensors_only(Path(result["final_dir"]))
 
 
+def test_qlora_base_stays_in_compute_dtype_and_frozen(tiny_model, sft_file):
+    """The 4-bit load freezes the base and leaves its other weights in the compute dtype (PEFT's
+    prepare_model_for_kbit_training would cast embeddings and head to fp32: +2 GiB and fp32
+    activations at a Llama-3-8B shape); checkpointing is wired when asked."""
+    pytest.importorskip("bitsandbytes")
+    cfg = make_config(tiny_model, sft_file, method="qlora", gradient_checkpointing=True)
+    tok = modeling.load_tokenizer(str(tiny_model), cfg.chat_template)
+    model = modeling.load_model(cfg, str(tiny_model), tok, "cpu", torch.bfloat16,
+                                gradient_checkpointing=True)
+    embedding = model.get_input_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if weight is None:  # PEFT's wrapper for the trainable template-token rows
+        weight = embedding.base_layer.weight
+    assert weight.dtype == torch.bfloat16
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    base = model.get_base_model()
+    on = getattr(base, "is_activation_checkpointing", None)
+    assert on if on is not None else base.is_gradient_checkpointing
+
+
 # ------------------------------------------------------------------ batches
 
 
