@@ -1,16 +1,19 @@
 """Regenerate screenshots/: one SVG per area (plus help) from a fresh demo workspace.
 
-    python -m tuiapp.screenshots [--out screenshots] [--size 120x36]
+    python -m tuiapp.screenshots [--out screenshots] [--size 120x36] [--sft-steps 60]
 
 Runs the real app headless on a throw-away home seeded with the demo datasets and the real
-Engine, so the pictures show what a new user sees — nothing is staged (the Train shot runs the
-real pre-flight of the default preset).
+Engine, after a short real SFT run of the demo preset (`--sft-steps`, about half a minute), so the
+pictures show what a user sees after a first run — nothing is staged: the Train shot runs the
+real pre-flight, Compare has base and that SFT run answer a held-out question, Export exports
+the screen's default source (that SFT run; the demo base model without one) for real.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,11 +91,27 @@ async def _prepare(pilot, screen, mode: str, tab: str | None) -> None:
             "pre-flight",
         )
     elif mode == "compare":
+        from tuiapp.screens import compare_demo
+
         await _settle(pilot, lambda: screen.choices_loaded, 10, "the Compare model list")
-        if screen.choices:  # the models a new user has (the demo base once built) answer for real
-            screen.set_prompt(COMPARE_PROMPT)
-            screen.action_generate()
-            await _settle(pilot, lambda: not screen.generating, 180, "the Compare answers")
+        try:  # base and the SFT run side by side on a held-out question
+            await compare_demo.show_base_vs_sft(pilot, screen)
+        except ValueError:  # no SFT run (--sft-steps 0): the models a new user has answer
+            if screen.choices:
+                screen.set_prompt(COMPARE_PROMPT)
+                screen.action_generate()
+                await _settle(pilot, lambda: not screen.generating, 180, "the Compare answers")
+    elif mode == "export":
+        # a real export of the default source (the SFT run): f16 + q8_0 (defaults) + q4_k_m, Modelfile, card
+        await _settle(pilot, lambda: bool(screen.predicted), 30, "the predicted sizes")
+        screen.query_one("#export-types").select("q4_k_m")
+        await _settle(pilot, lambda: "q4_k_m" in screen.predicted, 30, "the q4_k_m size")
+        screen.query_one("#export-ollama").value = True
+        screen.query_one("#export-card").value = True
+        screen.action_start()
+        await _settle(pilot, lambda: not screen.running, 180, "the export")
+        if screen.outcome != "finished":
+            raise RuntimeError(f"the screenshot export did not finish: {screen.outcome}")
     else:
         await _settle(pilot, lambda: bool(screen.facts), 10, f"the {mode} screen")
 
@@ -120,6 +139,19 @@ async def capture(out: Path, size: tuple[int, int], home: Path) -> list[Path]:
     return written
 
 
+def _train_sft(home: Path, steps: int) -> bool:
+    """A short real SFT run of the demo preset, through the CLI and its runner."""
+    preset = paths.REPO_ROOT / "sample_data" / "presets" / "demo-sft-lora.toml"
+    cmd = [sys.executable, "-m", "tuiapp", "--home", str(home), "train", "sft", "--config", str(preset),
+           "--set", f"max_steps={steps}", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"error: the screenshot SFT run failed (exit {done.returncode}):\n{done.stderr[-2000:]}",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tuiapp.screenshots", description=__doc__.split("\n")[0]
@@ -130,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for the SVG files (default: the repo's screenshots/)",
     )
     parser.add_argument("--size", default="120x36", help="terminal size WIDTHxHEIGHT")
+    parser.add_argument("--sft-steps", type=int, default=60,
+                        help="steps of the demo SFT run made first (0: none, a brand-new home)")
     args = parser.parse_args(argv)
     try:
         width, height = (int(x) for x in args.size.lower().split("x"))
@@ -138,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tuneloop-shots-") as home:
+        if args.sft_steps > 0 and not _train_sft(Path(home), args.sft_steps):
+            return 1
         try:
             written = asyncio.run(capture(out, (width, height), Path(home)))
         except TimeoutError as exc:
