@@ -149,3 +149,44 @@ def test_build_rows_and_duration(store):
     assert rows[world["queued"].id].duration == ""
     assert rows[world["dpo"].id].last_loss == "0.6931"
     assert duration("2026-03-01T10:00:00+00:00", None, FIXED_NOW) == "2h 00m"
+
+
+async def test_detail_shows_the_runs_evaluations_and_win_rates(store, engine, tmp_path):
+    world = add_three_runs(store)
+    sft = world["sft"].id
+    store.add_evaluation(
+        "eval_heldout: base vs run", ["base", f"run:{sft}"],
+        {"base": {"n": 40, "scores": {"demo_exact": 0.05}, "mean_tokens": 25.0},
+         f"run:{sft}": {"n": 40, "scores": {"demo_exact": 0.625, "demo_format": 1.0}, "mean_tokens": 4.0}},
+        run_ids=[sft], details={"n_prompts": 40})
+    # a demo-proof row is keyed by stage and carries the run id
+    store.add_evaluation("demo proof", ["base", f"run:{sft}"],
+                         {"rows": {"sft": {"run_id": sft, "heldout": {"n": 200, "exact": 0.59}}}},
+                         run_ids=[sft])
+    for i, choice in enumerate(("b", "b", "b", "a", "tie")):  # the run (b) wins 3, loses 1, 1 tie
+        task = store.create_label_task(f"p{i}", [{"model_ref": "base", "output": f"x{i}"},
+                                                 {"model_ref": str(sft), "output": f"y{i}"}],
+                                       task_set="base vs sft")
+        store.add_label(task.id, choice)
+    app = make_runs_app(store, engine, tmp_path)
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_runs(pilot, app)
+        screen.query_one("#runs-table").focus()
+        for _ in range(2):
+            await pilot.press("down")
+        await wait_until(pilot, lambda: screen.detail_run_id == sft)
+        evals = text_of(screen.query_one("#run-evaluations"))
+        assert "eval_heldout: base vs run" in evals and "40 prompts" in evals
+        assert "demo_exact 62%" in evals and "demo_format 100%" in evals
+        assert "with 1 other model" in evals
+        assert "demo proof" in evals and "heldout.exact 59%" in evals
+        assert "5%" not in evals  # base's score is not shown as the run's
+        wins = text_of(screen.query_one("#run-winrates"))
+        # from base's side: 1 won, 1 tie, 3 lost → (1 + 0.5) / 5 = 30%
+        assert f"base vs run:{sft}" in wins and "30% for base" in wins
+        assert "1 won · 1 tie · 0 both bad · 3 lost" in wins
+        assert "Bradley-Terry" in wins
+        await pilot.press("up")
+        await wait_until(pilot, lambda: screen.detail_run_id == world["dpo"].id)
+        assert "none yet" in text_of(screen.query_one("#run-evaluations"))
+        assert "No comparisons yet" in text_of(screen.query_one("#run-winrates"))

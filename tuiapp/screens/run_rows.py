@@ -132,3 +132,59 @@ def filter_rows(rows: list[RunRow], status: str | None, kind: str | None) -> lis
         for r in rows
         if (status is None or r.status == status) and (kind is None or r.kind == kind)
     ]
+
+
+# ---- what a run was measured on: evaluations and preference labels ----------------------------
+
+
+def run_refs(run_id: int) -> set[str]:
+    """The model refs a run goes by in evaluations and label tasks ("7" and "run:7")."""
+    return {str(run_id), f"run:{run_id}"}
+
+
+def _flat_scores(entry: dict, prefix: str = "") -> dict[str, float]:
+    """Numbers of one model's entry, nested parts joined by '.' (a demo proof row has
+    heldout/forbidden parts), counts and speeds left out."""
+    skip = {"n", "scored", "label", "ref", "run_id", "tokens_per_s", "mean_latency_s"}
+    out: dict[str, float] = {}
+    for key, value in entry.items():
+        if key in skip or value is None or isinstance(value, bool):
+            continue
+        if key == "scores" and isinstance(value, dict):
+            out.update(_flat_scores(value, prefix))
+        elif isinstance(value, dict):
+            out.update(_flat_scores(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def run_evaluations(store: Any, run_id: int, limit: int = 8) -> list[dict[str, Any]]:
+    """The evaluations linked to a run, newest first: name, prompt count and this run's scores
+    (`{"id", "name", "n", "scores": {name: value}, "others": n_other_models}`)."""
+    refs = run_refs(run_id)
+    out = []
+    for ev in store.list_evaluations(run_id)[:limit]:
+        metrics = ev.metrics or {}
+        table = metrics.get("rows") if isinstance(metrics.get("rows"), dict) else metrics
+        entry = next((v for k, v in table.items() if k in refs and isinstance(v, dict)), None)
+        if entry is None:  # rows keyed by stage name (demo proof): find this run's row
+            entry = next((v for v in table.values() if isinstance(v, dict)
+                          and v.get("run_id") == run_id), None)
+        n = (ev.details or {}).get("n_prompts") or (entry or {}).get("n")
+        out.append({"id": ev.id, "name": ev.name, "n": n,
+                    "scores": _flat_scores(entry) if entry else {},
+                    "others": len([r for r in ev.model_refs if r not in refs])})
+    return out
+
+
+def run_win_rates(store: Any, run_id: int, n_boot: int = 200) -> dict[str, Any]:
+    """Win-rates from every preference label whose pair has this run on one side
+    (`winrate.summarize`'s dict), with the run's refs folded into one name."""
+    from tuiapp.engine import labels, winrate
+
+    refs = run_refs(run_id)
+    name = f"run:{run_id}"
+    rows = [(name if a in refs else a, name if b in refs else b, choice)
+            for a, b, choice in labels.comparisons(store) if a in refs or b in refs]
+    return winrate.summarize(rows, n_boot=n_boot)

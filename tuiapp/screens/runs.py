@@ -1,5 +1,5 @@
-"""Runs: every run in the store, filterable, with config, metrics and lineage of the one under the
-cursor. Read-only; runs are started by the training engine (CLI `tuneloop train ...`)."""
+"""Runs: every run in the store, filterable, with config, metrics, lineage, evaluations and
+preference win-rates of the one under the cursor. Read-only; runs are started by the training engine (CLI `tuneloop train ...`)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ from tuiapp.screens.run_rows import (
     RunRow,
     build_rows,
     filter_rows,
+    run_evaluations,
+    run_win_rates,
     short_time,
 )
 from tuiapp.widgets.lineage_tree import LineageTree
+from tuiapp.widgets.preference_bar import render_win_rates
 
 ALL = "all"
 EMPTY_TEXT = (
@@ -59,6 +62,31 @@ def _metric_table(summary: dict) -> Table | Text:
             ),
         )
     return table
+
+
+def _score(name: str, value: float) -> str:
+    share = not any(k in name for k in ("mean_tokens", "rm_score", "reward", "loss"))
+    return f"{value:.0%}" if share and 0.0 <= value <= 1.0 else f"{value:.2f}"
+
+
+def _evaluations_text(evaluations: list[dict]) -> Text:
+    """Each evaluation linked to the run: its name, size and this run's scores."""
+    if not evaluations:
+        return Text("none yet: `tuneloop eval --models RUN --prompts FILE` or Compare's batch tab",
+                    style="dim")
+    out = Text()
+    for ev in evaluations:
+        name = ev["name"] if len(ev["name"]) <= 60 else ev["name"][:59] + "…"
+        out.append(f"#{ev['id']} {name}", style="bold")
+        extra = [f"{ev['n']} prompts"] if ev.get("n") else []
+        if ev.get("others"):
+            extra.append(f"with {ev['others']} other model{'s' if ev['others'] != 1 else ''}")
+        out.append(f"  {', '.join(extra)}\n" if extra else "\n", style="dim")
+        scores = ev.get("scores") or {}
+        out.append("  " + (" · ".join(f"{k} {_score(k, v)}" for k, v in scores.items())
+                           or "no scores for this run") + "\n")
+    out.rstrip()
+    return out
 
 
 class RunsScreen(AreaScreen):
@@ -109,6 +137,10 @@ class RunsScreen(AreaScreen):
                     yield Static("metrics", classes="section-title first")
                     yield Static("", id="run-metrics")
                     yield LineageTree(id="run-lineage")
+                    yield Static("evaluations", classes="section-title")
+                    yield Static("", id="run-evaluations")
+                    yield Static("preference labels (win-rates)", classes="section-title")
+                    yield Static("", id="run-winrates")
 
     @staticmethod
     def _options(values) -> list[tuple[str, str]]:
@@ -233,6 +265,8 @@ class RunsScreen(AreaScreen):
                 "run": store.get_run(run_id),
                 "metrics": store.metric_summary(run_id),
                 "lineage": store.lineage(run_id),
+                "evaluations": run_evaluations(store, run_id),
+                "win_rates": run_win_rates(store, run_id),
             }
         except Exception as exc:
             self.post_message(WorkFailed(f"loading run #{run_id}", str(exc) or type(exc).__name__))
@@ -271,12 +305,18 @@ class RunsScreen(AreaScreen):
         self.query_one("#run-lineage", LineageTree).show(
             message.detail["lineage"], f"lineage of run #{run.id}"
         )
+        self.query_one("#run-evaluations", Static).update(
+            _evaluations_text(message.detail["evaluations"]))
+        width = max(10, (self.query_one("#runs-detail-right").size.width or 40) - 4)
+        self.query_one("#run-winrates", Static).update(
+            render_win_rates(message.detail["win_rates"], width=width))
 
     def _show_detail_text(self, text: str) -> None:
         self.detail_run_id = None
         self.detail = None
         self.query_one("#run-head", Static).update(text)
-        for selector in ("#run-config", "#run-metrics", "#run-env", "#run-error"):
+        for selector in ("#run-config", "#run-metrics", "#run-env", "#run-error", "#run-evaluations",
+                         "#run-winrates"):
             self.query_one(selector, Static).update("")
         self.query_one("#run-lineage", LineageTree).show(None)
 
