@@ -343,6 +343,25 @@ def test_preflight_counts_and_estimates(store, home, tiny_model, text_file):
     assert scratch.params["trainable"] == scratch.params["total"]
 
 
+def test_preflight_memory_follows_the_longest_example_not_max_length(store, home, tiny_model):
+    """Demo rows are ~25-60 tokens: with max_length 2048 the step holds batch x longest tokens,
+    so the estimate must not grow with max_length once it exceeds the data."""
+    from tuiapp.engine import modeling
+    from tuiapp.engine.config import SFTJobConfig
+    from tuiapp.engine.preflight import preflight
+
+    sft = paths.DEMO_DIR / "sft.jsonl"
+    short, long = (preflight(SFTJobConfig(base_model=str(tiny_model), dataset=str(sft), max_length=n),
+                             store, home, free_bytes=2**40) for n in (512, 2048))
+    longest = short.tokens["tokens"]["max"]
+    assert longest < 512
+    assert short.memory["estimate_bytes"] == long.memory["estimate_bytes"]
+    bound = modeling.estimate_memory(SFTJobConfig(base_model=str(tiny_model), dataset=str(sft),
+                                                  max_length=2048), str(tiny_model))
+    assert long.memory["estimate_bytes"] < bound["total_bytes"]  # batch x max_length: far larger
+    assert long.memory["activations_bytes"] == bound["activations_bytes"] * longest // 2048
+
+
 def test_preflight_refusals_say_why(store, home, tiny_model, text_file, tmp_path):
     from rich.console import Console
 

@@ -145,6 +145,7 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
             report.refusals.append(f"base_model: cannot read {model.path or 'the scratch config'}: "
                                    f"{_first_line(exc)}")
             model_cfg = None
+    shared = None
     if model_cfg is not None:
         shared = _shared_estimate(config, model, tokenizer, report.device)
         if shared is not None:
@@ -152,19 +153,40 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
         else:
             report.params = count_parameters(model_cfg, config, tokenizer)
             report.memory = estimate_memory(model_cfg, config, report.params, report.device)
-        free = free_bytes if free_bytes is not None else free_memory(report.device)
-        report.memory["free_bytes"] = free
-        est = report.memory["estimate_bytes"]
-        if free and est > free:
-            report.refusals.append(
-                f"memory: needs about {est / GiB:.2f} GiB but only {free / GiB:.2f} GiB is free on "
-                f"{report.device}; first knob: {memory_knob(config)}")
-        elif free and est > 0.8 * free:
-            report.warnings.append(f"memory: about {est / GiB:.2f} GiB of {free / GiB:.2f} GiB "
-                                   f"free; a longer batch may not fit ({memory_knob(config)})")
     if version is not None:
         _check_data(report, config, version, tokenizer)
+        if model_cfg is not None and shared is not None:
+            _fit_memory_to_data(report, config, model, tokenizer)
+    if report.memory:
+        _check_memory(report, config, free_bytes)
     return report
+
+
+def _fit_memory_to_data(report: PreflightReport, config: Any, model: Any, tokenizer: Any) -> None:
+    """Re-estimate with the tokens the data can put in one step: batch_size x the longest example
+    (capped at max_length), not batch_size x max_length. On an H100 a Qwen2-0.5B QLoRA job on
+    conversations of at most 524 tokens (max_length 1024, batch 8) peaked at 7.5 GiB; the
+    max_length bound said 24 GiB, this one 13 GiB (the estimate stays on the safe side)."""
+    longest = ((report.tokens or {}).get("tokens") or {}).get("max")
+    if not longest or longest >= config.max_length:
+        return
+    shared = _shared_estimate(config, model, tokenizer, report.device,
+                              tokens_per_step=config.batch_size * int(longest))
+    if shared is not None:
+        report.params, report.memory = shared
+
+
+def _check_memory(report: PreflightReport, config: Any, free_bytes: int | None) -> None:
+    free = free_bytes if free_bytes is not None else free_memory(report.device)
+    report.memory["free_bytes"] = free
+    est = report.memory["estimate_bytes"]
+    if free and est > free:
+        report.refusals.append(
+            f"memory: needs about {est / GiB:.2f} GiB but only {free / GiB:.2f} GiB is free on "
+            f"{report.device}; first knob: {memory_knob(config)}")
+    elif free and est > 0.8 * free:
+        report.warnings.append(f"memory: about {est / GiB:.2f} GiB of {free / GiB:.2f} GiB "
+                               f"free; a longer batch may not fit ({memory_knob(config)})")
 
 
 def _resolve_start_model(config: Any, store: Any, report: PreflightReport):
@@ -189,7 +211,8 @@ def _resolve_start_model(config: Any, store: Any, report: PreflightReport):
     return ResolvedModel(str(getattr(config, "start_from", "")), start.base_path, base_id, True), start
 
 
-def _shared_estimate(config: Any, model: Any, tokenizer: Any, device: str):
+def _shared_estimate(config: Any, model: Any, tokenizer: Any, device: str,
+                     tokens_per_step: int | None = None):
     """The SFT engine's own counts (``modeling.py``: PEFT on the meta device, so they match what
     the job will train) when it is there and the job starts from a model folder."""
     if config.kind != "sft" or not model.path:
@@ -198,7 +221,8 @@ def _shared_estimate(config: Any, model: Any, tokenizer: Any, device: str):
         from . import modeling
     except ImportError:
         return None
-    est = modeling.estimate_memory(config, model.path, device=device, tokenizer=tokenizer)
+    est = modeling.estimate_memory(config, model.path, tokens_per_step=tokens_per_step, device=device,
+                                   tokenizer=tokenizer)
     total, trainable = est["total_params"], est["trainable_params"]
     params = {"total": int(total), "trainable": int(trainable), "method": config.method,
               "share": round(trainable / total, 6) if total else 0.0}
