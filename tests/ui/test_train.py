@@ -301,6 +301,22 @@ async def test_progress_messages_update_the_monitor_and_coalesce(store, world, f
         samples = text_of(monitor.query_one("#mon-samples"))
         assert "samples at step 100" in samples and "Who are you? → Answer: a bot." in samples
         assert "old answer" not in samples
+        assert "checkpoint 2 of 2" in samples
+
+        # scrub back through the checkpoints to see how the answer changed, and forward again
+        await pilot.press("alt+left")
+        samples = text_of(monitor.query_one("#mon-samples"))
+        assert "samples at step 50" in samples and "Who are you? → old answer" in samples
+        assert "checkpoint 1 of 2, not the newest" in samples
+        await pilot.press("alt+left")  # nothing older: stays, says so
+        assert monitor.sample_step == 50
+        # a metrics refresh while scrubbed back keeps the checkpoint the user is looking at
+        screen.refresh_metrics(run.id)
+        await pilot.pause(0.3)
+        assert monitor.sample_step == 50 and not monitor.follow_newest
+        await pilot.press("alt+right")
+        assert monitor.sample_step == 100 and monitor.follow_newest
+        assert "Answer: a bot." in text_of(monitor.query_one("#mon-samples"))
 
 
 async def test_the_poll_worker_feeds_the_screen_and_status_changes_refresh_the_queue(

@@ -72,6 +72,8 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
         Binding("ctrl+b", "cancel_run", "Cancel run", id="train.cancel"),
         Binding("ctrl+n", "resume_run", "Resume run", id="train.resume"),
         Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh"),
+        Binding("alt+left", "older_samples", "Older samples", id="train.older_samples"),
+        Binding("alt+right", "newer_samples", "Newer samples", id="train.newer_samples"),
     ]
     DEFAULT_CSS = """
     #train-body { height: 1fr; }
@@ -313,6 +315,16 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
             wanted = spec
         if wanted is not None:
             select.value = wanted
+
+    # ---- the monitor's samples: scrub through checkpoints ---------------------------------
+
+    def action_older_samples(self) -> None:
+        if not self.monitor.older_samples():
+            self.notify("no earlier checkpoint with samples", timeout=2)
+
+    def action_newer_samples(self) -> None:
+        if not self.monitor.newer_samples():
+            self.notify("already at the newest checkpoint", timeout=2)
 
     # ---- choices (presets, models, dataset versions) -------------------------------------
 

@@ -109,7 +109,7 @@ def queue_cells(run: Any) -> tuple[Text, ...]:
 
 def run_metrics(store: Any, run_id: int) -> dict[str, Any]:
     """Curves (loss, eval loss), the last value of every metric, and the answers to the sample
-    prompts at the newest step that has them. Reads the store: call from a worker."""
+    prompts at every checkpoint (the newest as `samples`). Reads the store: call from a worker."""
     series: dict[str, list[tuple[int, float]]] = {"loss": [], "eval_loss": []}
     last: dict[str, float] = {}
     last_step = None
@@ -120,17 +120,18 @@ def run_metrics(store: Any, run_id: int) -> dict[str, Any]:
             series[m.name].append((m.step, m.value))
         last[m.name] = m.value  # ordered by step, so the newest wins
         last_step = m.step if last_step is None else max(last_step, m.step)
-    generations = store.list_generations(run_id=run_id, limit=200)  # newest first
-    steps = [g.step for g in generations if g.step is not None]
-    sample_step = max(steps) if steps else None
-    samples = [
-        (g.prompt, g.output) for g in reversed(generations) if g.step == sample_step
-    ] if sample_step is not None else []
+    generations = store.list_generations(run_id=run_id, limit=1000)  # newest first
+    by_step: dict[int, list[tuple[str, str]]] = {}
+    for g in reversed(generations):  # oldest first: prompts keep their order within a step
+        if g.step is not None:
+            by_step.setdefault(g.step, []).append((g.prompt, g.output))
+    sample_step = max(by_step) if by_step else None
     return {
         "run_id": run_id,
         "series": series,
         "last": last,
         "last_step": last_step,
-        "samples": samples,
+        "samples": by_step.get(sample_step, []) if sample_step is not None else [],
         "sample_step": sample_step,
+        "samples_by_step": dict(sorted(by_step.items())),  # every checkpoint's answers, to scrub
     }

@@ -1,5 +1,6 @@
 """The live view of one run: status, step/total bar, the numbers that matter, loss curves and the
-answers to the sample prompts at the latest checkpoint.
+answers to the sample prompts at each checkpoint — the newest, or any earlier one scrubbed to with
+`older_samples()` / `newer_samples()` to see how the answers changed over training.
 
 Two inputs, both applied on the event loop by the screen's message handlers:
 `show_progress(progress)` — the poll worker's dict (step, total, ETA, latest loss, tokens/s) —
@@ -63,6 +64,9 @@ class RunMonitor(Vertical):
         self.progress: dict[str, Any] = {}
         self.last_values: dict[str, float] = {}
         self.samples: list[tuple[str, str]] = []
+        self.samples_by_step: dict[int, list[tuple[str, str]]] = {}
+        self.sample_step: int | None = None  # the checkpoint shown
+        self.follow_newest = True  # until the user scrubs back
         self.updates = 0  # progress updates drawn (coalesced messages count once)
 
     def compose(self) -> ComposeResult:
@@ -84,6 +88,7 @@ class RunMonitor(Vertical):
     def clear(self, text: str) -> None:
         self.run_id = self.status = self.step = self.total = None
         self.progress, self.last_values, self.samples = {}, {}, []
+        self.samples_by_step, self.sample_step, self.follow_newest = {}, None, True
         self.query_one("#mon-head", Static).update(Text(text, style="dim"))
         self.query_one("#mon-error").display = False
         self.query_one("#mon-bar-row").display = False
@@ -123,16 +128,51 @@ class RunMonitor(Vertical):
             return
         series = data.get("series", {})
         self.last_values = dict(data.get("last", {}))
-        self.samples = list(data.get("samples", []))
+        self.samples_by_step = dict(data.get("samples_by_step") or {})
+        if not self.samples_by_step and data.get("sample_step") is not None:
+            self.samples_by_step = {data["sample_step"]: list(data.get("samples", []))}
+        if self.follow_newest or self.sample_step not in self.samples_by_step:
+            self.sample_step = max(self.samples_by_step) if self.samples_by_step else None
         self.query_one("#mon-chart", LossChart).set_series(
             series.get("loss", []), series.get("eval_loss", []), self.total
         )
         if self.step is None and data.get("last_step") is not None:
             self.step = data["last_step"]
         self._draw()
+        self._draw_samples()
+
+    def older_samples(self) -> bool:
+        return self._scrub(-1)
+
+    def newer_samples(self) -> bool:
+        return self._scrub(+1)
+
+    def _scrub(self, delta: int) -> bool:
+        """Show the previous/next checkpoint's answers; False when there is none that way."""
+        steps = sorted(self.samples_by_step)
+        if self.sample_step not in steps:
+            return False
+        k = steps.index(self.sample_step) + delta
+        if not 0 <= k < len(steps):
+            return False
+        self.sample_step = steps[k]
+        self.follow_newest = k == len(steps) - 1
+        self._draw_samples()
+        return True
+
+    def _draw_samples(self) -> None:
+        self.samples = list(self.samples_by_step.get(self.sample_step, [])) \
+            if self.sample_step is not None else []
         samples = Text()
         if self.samples:
-            samples.append(f"samples at step {data.get('sample_step')}\n", style="bold")
+            steps = sorted(self.samples_by_step)
+            k = steps.index(self.sample_step) + 1
+            samples.append(f"samples at step {self.sample_step}", style="bold")
+            if len(steps) > 1:
+                samples.append(f"  (checkpoint {k} of {len(steps)}"
+                               f"{'' if self.follow_newest else ', not the newest'}"
+                               " · alt+←/→ older/newer)", style="dim")
+            samples.append("\n")
             for i, (prompt, output) in enumerate(self.samples):
                 # one line a sample: newlines in a prompt or answer shown as ⏎
                 samples.append(prompt.replace("\n", " ⏎ "), style="bold")
