@@ -166,13 +166,15 @@ def test_unknown_pre_tokenizer_is_refused_before_writing(llama_dir, tmp_path):
     assert not (tmp_path / "odd.gguf").exists() and not (tmp_path / "odd.gguf.partial").exists()
 
 
-def test_sentencepiece_style_tokenizer_is_refused_in_words(llama_dir, tmp_path):
+def test_byte_fallback_with_an_unknown_layout_is_refused_in_words(llama_dir, tmp_path):
+    """Byte fallback on a byte-level (not "▁") layout is no SentencePiece llama.cpp knows
+    (the supported SentencePiece layouts are tested in test_gguf_spm.py)."""
     folder = tmp_path / "spm"
     shutil.copytree(llama_dir, folder)
     data = json.loads((folder / "tokenizer.json").read_text())
     data["model"]["byte_fallback"] = True
     (folder / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(GGUFExportError, match="SentencePiece-style"):
+    with pytest.raises(GGUFExportError, match="SentencePiece-style tokenizer with normalizer"):
         write_gguf(folder, tmp_path / "spm.gguf")
     assert not (tmp_path / "spm.gguf").exists()
 
