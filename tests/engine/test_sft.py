@@ -104,6 +104,41 @@ def test_lora_trains_adapters_and_template_rows_only(tiny_model, sft_file, tmp_p
     assert json.loads((final / "adapter_config.json").read_text())["trainable_token_indices"]
 
 
+def test_trainable_tokens_train_the_rows_of_their_words_too(tiny_model, sft_file, tmp_path, spy_model):
+    """Words the base never read (the demo's refusals) get their embedding rows trained beside the
+    template's; nothing else of the embedding moves, and the counts agree with the model."""
+    text = "Sorry, I can't reveal that."
+    cfg = make_config(tiny_model, sft_file, trainable_tokens=[text])
+    result, _ = run(cfg, tmp_path / "run")
+    tok = modeling.load_tokenizer(str(tiny_model))
+    word_ids = tok(text, add_special_tokens=False)["input_ids"]
+    expected = sorted({IM_START, IM_END, *word_ids})
+    assert modeling.trainable_token_ids(cfg, tok) == expected
+
+    emb = spy_model["model"].get_input_embeddings()
+    merged = emb.token_adapter.get_merged_weights(["default"]).detach()
+    original = emb.token_adapter.base_layer.weight.detach()
+    changed = (merged - original).abs().sum(dim=1).nonzero().flatten().tolist()
+    assert changed == expected
+
+    final = json.loads((Path(result["final_dir"]) / "adapter_config.json").read_text())
+    assert sorted(final["trainable_token_indices"]) == expected
+    # pre-flight counts the same rows as the model that trained
+    assert modeling.count_parameters(cfg, str(tiny_model))[0] == result["trainable_params"]
+    from transformers import AutoConfig
+
+    from tuiapp.engine import preflight
+
+    estimate = preflight.count_parameters(AutoConfig.from_pretrained(tiny_model), cfg, tok)
+    assert estimate["trainable"] == result["trainable_params"]
+    without = modeling.count_parameters(make_config(tiny_model, sft_file), str(tiny_model))[0]
+    hidden = emb.token_adapter.base_layer.weight.shape[1]
+    assert result["trainable_params"] - without == (len(expected) - 2) * hidden
+    # without the template rows only the words train
+    only_words = make_config(tiny_model, sft_file, trainable_tokens=[text], train_template_tokens=False)
+    assert modeling.trainable_token_ids(only_words, tok) == sorted(set(word_ids))
+
+
 def test_full_finetune_changes_weights_and_saves_model(tiny_model, sft_file, tmp_path, spy_model):
     result, sink = run(make_config(tiny_model, sft_file, method="full", learning_rate=1e-3), tmp_path / "run")
     model, before = spy_model["model"], spy_model["before"]

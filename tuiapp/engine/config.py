@@ -142,6 +142,13 @@ class SFTJobConfig(CommonTrainConfig):
         "(a base model that never saw them cannot learn to stop otherwise).",
         group="method",
     )
+    trainable_tokens: list[str] = opt(
+        [],
+        "Under LoRA, also train the embedding rows of every token of these texts (words the base "
+        "model never read: LoRA alone can hardly teach it to write them). The demo base never read "
+        "a refusal, so the demo presets list the refusal sentences.",
+        group="method",
+    )
     bnb_quant_type: str = opt("nf4", "4-bit quantisation type for QLoRA.", ("nf4", "fp4"), group="method")
     bnb_double_quant: bool = opt(True, "Quantise the quantisation constants too (QLoRA).", group="method")
     chat_template: str = opt(

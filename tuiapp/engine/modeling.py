@@ -165,17 +165,26 @@ def template_token_ids(tokenizer) -> list[int]:
     return sorted(set(ids))
 
 
+def trainable_token_ids(config: Any, tokenizer) -> list[int]:
+    """Embedding rows that train beside the LoRA adapters: the chat template's special tokens
+    (``train_template_tokens``) and every token of the ``trainable_tokens`` texts."""
+    ids = set(template_token_ids(tokenizer)) if getattr(config, "train_template_tokens", False) else set()
+    for text in getattr(config, "trainable_tokens", None) or []:
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
 # ------------------------------------------------------------------ model
 
 
-def lora_config(config: Any, template_ids: list[int] | None = None):
+def lora_config(config: Any, token_rows: list[int] | None = None):
     from peft import LoraConfig
 
     targets = config.target_modules
     target = "all-linear" if targets == ["all-linear"] else list(targets)
     extra: dict[str, Any] = {}
-    if config.train_template_tokens and template_ids:
-        extra["trainable_token_indices"] = list(template_ids)  # rows of the input embedding
+    if token_rows:
+        extra["trainable_token_indices"] = list(token_rows)  # rows of the input embedding
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=target, bias="none", task_type="CAUSAL_LM", **extra)
 
@@ -228,8 +237,7 @@ def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
 
     if method == "qlora":
         _prepare_4bit(model, gradient_checkpointing)
-    ids = template_token_ids(tokenizer) if config.train_template_tokens else []
-    model = get_peft_model(model, lora_config(config, ids))
+    model = get_peft_model(model, lora_config(config, trainable_token_ids(config, tokenizer)))
     _expose_head_bias(model)
     return model
 
@@ -282,7 +290,7 @@ def _meta_model(config: Any, model_path: str, tokenizer=None):
         if config.method != "full":
             from peft import get_peft_model
 
-            ids = template_token_ids(tokenizer) if tokenizer is not None and config.train_template_tokens else []
+            ids = trainable_token_ids(config, tokenizer) if tokenizer is not None else []
             model = get_peft_model(model, lora_config(config, ids))
     return model, hf_config
 
@@ -291,7 +299,8 @@ def count_parameters(config: Any, model_path: str | None = None, tokenizer=None)
     """(trainable, total) for the config's method and rank; total counts the adapter too and
     tied weights once. QLoRA counts the base at its logical (unpacked) size."""
     path = resolve_model_path(config.base_model, model_path)
-    if tokenizer is None and getattr(config, "train_template_tokens", False) and config.method != "full":
+    rows = getattr(config, "train_template_tokens", False) or getattr(config, "trainable_tokens", None)
+    if tokenizer is None and rows and config.method != "full":
         tokenizer = load_tokenizer(path, getattr(config, "chat_template", "model"), config.trust_remote_code)
     model, _ = _meta_model(config, path, tokenizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -346,13 +346,24 @@ def count_parameters(model_cfg: Any, config: Any, tokenizer: Any = None) -> dict
                 continue
             if "all-linear" in targets or name.rsplit(".", 1)[-1] in targets:
                 trainable += r * (mod.in_features + mod.out_features)
-        if getattr(config, "train_template_tokens", False) and tokenizer is not None:
-            trainable += template_token_count(tokenizer) * model_cfg.hidden_size
+        if tokenizer is not None:
+            trainable += token_row_count(config, tokenizer) * model_cfg.hidden_size
     return {"total": int(total), "trainable": int(trainable),
             "share": round(trainable / total, 6) if total else 0.0,
             "linear": int(linear_params), "method": method,
             "hidden_size": model_cfg.hidden_size, "layers": model_cfg.num_hidden_layers,
             "vocab_size": model_cfg.vocab_size}
+
+
+def token_row_count(config: Any, tokenizer: Any) -> int:
+    """Embedding rows trained beside the adapters (see modeling.trainable_token_ids)."""
+    rows = template_token_count(tokenizer) if getattr(config, "train_template_tokens", False) else 0
+    texts = getattr(config, "trainable_tokens", None) or []
+    if texts:
+        from . import modeling
+
+        rows = len(modeling.trainable_token_ids(config, tokenizer))
+    return rows
 
 
 def template_token_count(tokenizer: Any) -> int:
