@@ -257,3 +257,95 @@ def test_full_dpo_precomputed_reference_equals_a_frozen_copy(tiny_model, pref_fi
         results.append([m["loss"] for m in metrics])
     assert results[0] == pytest.approx(results[1], abs=1e-5)
     assert results[0][0] == pytest.approx(0.6931, abs=1e-3)
+
+
+# ------------------------------------------------------------------ padding-free batches
+
+
+def test_pack_lays_rows_end_to_end_and_unpack_restores_the_padded_layout():
+    from tuiapp.engine import padding_free
+
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    labels = torch.tensor([[-100, 6, 7, -100], [-100, 9, -100, -100]])
+    packed_ids, positions, shift_labels, valid = padding_free.pack(ids, mask, labels)
+    assert packed_ids.tolist() == [[5, 6, 7, 8, 9]]
+    assert positions.tolist() == [[0, 1, 2, 0, 1]]
+    # each token predicts the next one of its own row; a row's last token predicts nothing
+    assert shift_labels.tolist() == [[6, 7, -100, 9, -100]]
+    per_token = torch.tensor([[0.1, 0.2, 0.0, 0.3, 0.0]])
+    assert torch.equal(padding_free.unpack(per_token, valid), torch.tensor([[0.1, 0.2, 0.0], [0.3, 0.0, 0.0]]))
+    left_padded = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])
+    assert padding_free.pack(ids, left_padded, labels) is None
+
+
+@pytest.fixture(scope="module")
+def uneven_file(tmp_path_factory) -> Path:
+    """Pairs whose prompts and answers differ in length, so padded batches are mostly padding."""
+    rows = [{"prompt": f"Is {n} from the valley?" + " Tell me please." * (i % 3),
+             "chosen": "Answer: yes.", "rejected": "No, I do not think that " + "is so " * (i % 4) + "at all."}
+            for i, n in enumerate(NAMES)]
+    path = tmp_path_factory.mktemp("data") / "uneven.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _spy_packing(monkeypatch):
+    from tuiapp.engine import padding_free
+
+    seen: dict = {"packed": 0, "states": []}
+    real_pack, real_install = padding_free.pack, padding_free.install
+
+    def pack(*a):
+        out = real_pack(*a)
+        seen["packed"] += out is not None
+        return out
+
+    def install(trainer):
+        ok = real_install(trainer)
+        seen["states"].append(getattr(trainer, "_tuneloop_padding_free", None))
+        return ok
+
+    monkeypatch.setattr(padding_free, "pack", pack)
+    monkeypatch.setattr(padding_free, "install", install)
+    return seen
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_padding_free_dpo_trains_the_same_numbers_as_padded(precompute, tiny_model, uneven_file, tmp_path,
+                                                            monkeypatch):
+    seen = _spy_packing(monkeypatch)
+    runs = {}
+    for packed in (False, True):
+        cfg = make(DPOJobConfig, tiny_model, uneven_file, max_steps=4, padding_free=packed,
+                   precompute_ref_log_probs=precompute)
+        result, metrics = run(dpo.train, cfg, tmp_path / f"run-{packed}")
+        assert result["status"] == "completed"
+        runs[packed] = metrics
+    assert seen["packed"] > 0 and len(seen["states"]) == 1       # only the padding-free run packed
+    state = seen["states"][0]
+    assert state["checked"] and state["enabled"] and state["gap"] < 1e-4
+    for key in ("loss", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert [m[key] for m in runs[True]] == pytest.approx([m[key] for m in runs[False]], abs=1e-4), key
+    assert runs[True][-1]["loss"] < runs[True][0]["loss"]
+
+
+def test_padding_free_falls_back_to_padding_when_the_packed_numbers_differ(tiny_model, uneven_file, tmp_path,
+                                                                          monkeypatch):
+    """A model whose attention ignored packed position ids would give other log-probs: the first
+    batch's check notices, the run pads from then on and says so."""
+    from tuiapp.engine import padding_free
+
+    monkeypatch.setattr(padding_free, "CHECK_TOLERANCE", -1.0)   # any gap counts as a mismatch
+    seen = _spy_packing(monkeypatch)
+    sink = ListSink()
+    cfg = make(DPOJobConfig, tiny_model, uneven_file, max_steps=3)
+    result = dpo.train(cfg, JobContext(tmp_path / "run", sink=sink, dataset_path=Path(cfg.dataset),
+                                       base_model_path=cfg.base_model))
+    assert result["status"] == "completed"
+    assert seen["states"][0]["enabled"] is False
+    warnings = [e["message"] for e in sink.events if e["event"] == "log" and e.get("level") == "warning"]
+    assert any("fell back to padding" in w for w in warnings)
+    padded, _ = run(dpo.train, make(DPOJobConfig, tiny_model, uneven_file, max_steps=3, padding_free=False),
+                    tmp_path / "padded")
+    assert result["final_loss"] == pytest.approx(padded["final_loss"], abs=1e-5)

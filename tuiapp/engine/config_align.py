@@ -74,6 +74,12 @@ class DPOJobConfig(AlignCommonConfig):
     precompute_ref_log_probs: bool = opt(
         True, "Compute the reference log-probs once before training instead of every step (faster).", group="method"
     )
+    padding_free: bool = opt(
+        True,
+        "Lay the real tokens of each batch end to end instead of padding every answer to the "
+        "longest (same numbers, less compute; losses sigmoid/ipo/hinge/robust/bco_pair/apo_zero).",
+        group="method",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

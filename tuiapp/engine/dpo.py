@@ -23,7 +23,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from . import data, policy
+from . import data, padding_free, policy
 from .config import DPOJobConfig, KTOJobConfig
 from .jobs import JobContext
 from .sft import dataset_file, parameter_counts, split_records
@@ -255,7 +255,10 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_log_probs=config.precompute_ref_log_probs,
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR,
                          include_num_input_tokens_seen="non_padding")
-    return DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs)
+    trainer = DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs)
+    if config.padding_free and padding_free.install(trainer):
+        ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
+    return trainer
 
 
 def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, train_rows, eval_rows,
@@ -296,6 +299,10 @@ def _train_and_save(config: Any, ctx: JobContext, trainer, tokenizer, info: dict
     if resume:
         ctx.emit("log", level="info", message=f"resuming from {resume}")
     out = trainer.train(resume_from_checkpoint=resume)
+    packing = getattr(trainer, "_tuneloop_padding_free", None)
+    if packing and not packing["enabled"]:
+        ctx.emit("log", level="warning", message="padding-free batches fell back to padding: this model's "
+                 f"attention ignores packed position ids (log-probs differed by {packing['gap']:.2e})")
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
