@@ -103,11 +103,17 @@ def arm_tuneloop(job: dict) -> dict:
     from tuiapp.engine.events import ListSink
     from tuiapp.engine.jobs import JobContext
 
-    cfg = DPOJobConfig(**{**job["config"], "precompute_ref_log_probs": job["precompute"]})
+    cfg = DPOJobConfig(**{**job["config"], "precompute_ref_log_probs": job["precompute"],
+                          "padding_free": job.get("padding_free", True)})
     ctx = JobContext(Path(job["out"]), sink=ListSink(), dataset_path=Path(job["data"]),
                      base_model_path=job["model"])
     rows = dpo.load_records(cfg, ctx, "preference")          # what dpo.train does, with a clock
     model, tokenizer, info = dpo._load(cfg, ctx)
+    # Imported before the clock as the plain arm imports them (build_dpo_trainer imports lazily).
+    from datasets import Dataset  # noqa: F401
+    from trl import DPOConfig, DPOTrainer  # noqa: F401
+
+    from tuiapp.engine import callbacks  # noqa: F401
     losses, log = _loss_logger()
     clock = Clock()
     clock.start()
