@@ -311,14 +311,16 @@ def _spy_packing(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("precompute", [True, False])
-def test_padding_free_dpo_trains_the_same_numbers_as_padded(precompute, tiny_model, uneven_file, tmp_path,
-                                                            monkeypatch):
+@pytest.mark.parametrize(("method", "precompute"), [("lora", True), ("lora", False), ("full", False)])
+def test_padding_free_dpo_trains_the_same_numbers_as_padded(method, precompute, tiny_model, uneven_file,
+                                                            tmp_path, monkeypatch):
+    """LoRA (reference = adapter off) and full fine-tuning (reference = a frozen copy, packed too),
+    reference precomputed or not: packed batches give the padded batches' numbers."""
     seen = _spy_packing(monkeypatch)
     runs = {}
     for packed in (False, True):
-        cfg = make(DPOJobConfig, tiny_model, uneven_file, max_steps=4, padding_free=packed,
-                   precompute_ref_log_probs=precompute)
+        cfg = make(DPOJobConfig, tiny_model, uneven_file, max_steps=4, padding_free=packed, method=method,
+                   precompute_ref_log_probs=precompute, learning_rate=5e-3 if method == "lora" else 1e-3)
         result, metrics = run(dpo.train, cfg, tmp_path / f"run-{packed}")
         assert result["status"] == "completed"
         runs[packed] = metrics

@@ -55,15 +55,24 @@ def unpack(packed, valid):
 
 
 def install(trainer) -> bool:
-    """Route the trainer's fused forwards through packing. False when the model has no fused
-    forward to wrap (nothing changes)."""
+    """Route the trainer's fused forwards (the policy's, and a separate reference model's) through
+    packing. False when there is no fused forward to wrap (nothing changes)."""
+    state: dict[str, Any] = {"enabled": True, "gap": 0.0}
+    wrapped = [_wrap(module, state) for module in
+               (_fused_module(trainer.model),
+                _fused_module(trainer.ref_model) if getattr(trainer, "ref_model", None) is not None else None)
+               if module is not None]
+    if not wrapped:
+        return False
+    trainer._tuneloop_padding_free = state
+    return True
+
+
+def _wrap(module, state: dict[str, Any]):
     import torch
 
-    module = _fused_module(trainer.model)
-    if module is None:
-        return False
     fused = module.forward
-    state: dict[str, Any] = {"checked": False, "enabled": True}
+    checked = [False]
 
     def forward(self, *args, fused_lm_head=False, labels=None, **kwargs):
         mask = kwargs.get("attention_mask")
@@ -86,8 +95,8 @@ def install(trainer) -> bool:
                     setattr(out, name, unpack(value, valid))
             return out
 
-        if not state["checked"]:  # once: the packed numbers must be the padded ones (no dropout)
-            state["checked"] = True
+        if not checked[0]:  # once: the packed numbers must be the padded ones (no dropout)
+            checked[0] = True
             training = self.training
             self.eval()
             try:
@@ -96,12 +105,12 @@ def install(trainer) -> bool:
                     gap = (padded - run_packed().log_probs).abs().max().item()
             finally:
                 self.train(training)
-            state["gap"] = gap
+            state["gap"] = max(state["gap"], gap)
+            state["checked"] = True
             if gap > CHECK_TOLERANCE:  # attention did not honour the packing: pad from now on
                 state["enabled"] = False
                 return fused(fused_lm_head=fused_lm_head, labels=labels, **kwargs)
         return run_packed()
 
     module.forward = types.MethodType(forward, module)
-    trainer._tuneloop_padding_free = state
-    return True
+    return module
