@@ -351,3 +351,20 @@ def test_padding_free_falls_back_to_padding_when_the_packed_numbers_differ(tiny_
     padded, _ = run(dpo.train, make(DPOJobConfig, tiny_model, uneven_file, max_steps=3, padding_free=False),
                     tmp_path / "padded")
     assert result["final_loss"] == pytest.approx(padded["final_loss"], abs=1e-5)
+
+
+def test_padding_free_kto_trains_the_same_numbers_as_padded(tiny_model, tmp_path, monkeypatch):
+    rows = [{"prompt": f"Is {n} from the valley?" + " Tell me." * (i % 3),
+             "completion": "Answer: yes." if good else "No, I do not think " + "so " * (i % 4) + "at all.",
+             "label": good} for i, n in enumerate(NAMES) for good in (True, False)]
+    data = tmp_path / "kto_uneven.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    seen = _spy_packing(monkeypatch)
+    losses = {}
+    for packed in (False, True):
+        result, metrics = run(dpo.train_kto, make(KTOJobConfig, tiny_model, data, max_steps=4, padding_free=packed),
+                              tmp_path / f"run-{packed}")
+        assert result["status"] == "completed"
+        losses[packed] = [m["loss"] for m in metrics]
+    assert seen["packed"] > 0 and seen["states"][0]["enabled"]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)

@@ -281,11 +281,14 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR)
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens, chat=True,
                              tokenizer=tokenizer)
-    return KTOTrainer(model=model, ref_model=ref_model, args=kto_args,
-                      train_dataset=Dataset.from_list(train_rows),
-                      eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                      processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
-                      peft_config=_peft_config(config))
+    trainer = KTOTrainer(model=model, ref_model=ref_model, args=kto_args,
+                         train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                         processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
+                         peft_config=_peft_config(config))
+    if config.padding_free and padding_free.install(trainer):
+        ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
+    return trainer
 
 
 # ------------------------------------------------------------------ train and save
