@@ -1,7 +1,7 @@
-"""Padding-free preference batches for TRL's DPOTrainer.
+"""Padding-free preference batches for TRL's DPOTrainer and KTOTrainer.
 
 TRL 1.16 pads every DPO batch (chosen and rejected answers of all pairs, right-padded to the
-longest); its own ``padding_free`` option is switched off after a refactor. On short, uneven
+longest; KTO likewise); DPO's own ``padding_free`` option is switched off after a refactor. On short, uneven
 pairs half of every batch can be padding (the demo's preference set: 48%), and the model
 computes all of it. Here the forward call TRL makes is rewritten: the real tokens of all rows
 are laid end to end in one row, ``position_ids`` restart at 0 for every sequence (transformers
