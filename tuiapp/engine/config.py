@@ -145,8 +145,8 @@ class SFTJobConfig(CommonTrainConfig):
     trainable_tokens: list[str] = opt(
         [],
         "Under LoRA, also train the embedding rows of every token of these texts (words the base "
-        "model never read: LoRA alone can hardly teach it to write them). The demo base never read "
-        "a refusal, so the demo presets list the refusal sentences.",
+        "model never read: LoRA alone can hardly teach it to write them), e.g. the demo's refusal "
+        "sentences, which its corpus never contains.",
         group="method",
     )
     bnb_quant_type: str = opt("nf4", "4-bit quantisation type for QLoRA.", ("nf4", "fp4"), group="method")

@@ -255,7 +255,10 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_log_probs=config.precompute_ref_log_probs,
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR,
                          include_num_input_tokens_seen="non_padding")
-    trainer = DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs)
+    return _padding_free(config, ctx, DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs))
+
+
+def _padding_free(config: Any, ctx: JobContext, trainer):
     if config.padding_free and padding_free.install(trainer):
         ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
     return trainer
@@ -286,9 +289,7 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                          processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
                          peft_config=_peft_config(config))
-    if config.padding_free and padding_free.install(trainer):
-        ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
-    return trainer
+    return _padding_free(config, ctx, trainer)
 
 
 # ------------------------------------------------------------------ train and save

@@ -357,13 +357,11 @@ def count_parameters(model_cfg: Any, config: Any, tokenizer: Any = None) -> dict
 
 def token_row_count(config: Any, tokenizer: Any) -> int:
     """Embedding rows trained beside the adapters (see modeling.trainable_token_ids)."""
-    rows = template_token_count(tokenizer) if getattr(config, "train_template_tokens", False) else 0
-    texts = getattr(config, "trainable_tokens", None) or []
-    if texts:
+    if getattr(config, "trainable_tokens", None):  # words may share rows with the template
         from . import modeling
 
-        rows = len(modeling.trainable_token_ids(config, tokenizer))
-    return rows
+        return len(modeling.trainable_token_ids(config, tokenizer))
+    return template_token_count(tokenizer) if getattr(config, "train_template_tokens", False) else 0
 
 
 def template_token_count(tokenizer: Any) -> int:
