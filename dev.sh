@@ -38,7 +38,7 @@ cmd=${1:-run}
 shift || true
 case "$cmd" in
     setup) setup ;;
-    run)   setup; exec "$VENV/bin/tuneloop" --demo "$@" ;;
+    run)   setup; exec "$VENV/bin/tuneloop" "$@" ;;
     test)  setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
     *) echo "usage: ./dev.sh run|test|setup [args...]" >&2; exit 2 ;;
 esac
