@@ -120,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: what the app uses, "
-                             "tuiapp.engine.generate.cpu_generation_threads: 1 on 2 cores)")
+                             "tuiapp.engine.infer.generate.cpu_generation_threads: 1 on 2 cores)")
     parser.add_argument("--allow-eos", action="store_true",
                         help="let answers end at EOS (default: exactly --max-new-tokens each)")
     args = parser.parse_args(argv)
 
     import torch
 
-    from tuiapp.engine.generate import cpu_generation_threads
+    from tuiapp.engine.infer.generate import cpu_generation_threads
 
     if args.threads is not None:  # the backend reads it too, so both arms use the same count
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from store import Store
     from tuiapp.app import Settings, TuiApp
     from tuiapp.engine.facade import Engine
-    from tuiapp.engine.generate import GenerationParams, Generator
+    from tuiapp.engine.infer.generate import GenerationParams, Generator
 
     class KeepModelsEngine(Engine):
         def close_generator(self) -> None:

@@ -98,10 +98,10 @@ def _loss_logger():
 
 
 def arm_tuneloop(job: dict) -> dict:
-    from tuiapp.engine import dpo
-    from tuiapp.engine.config import DPOJobConfig
+    from tuiapp.engine.context import JobContext
     from tuiapp.engine.events import ListSink
-    from tuiapp.engine.jobs import JobContext
+    from tuiapp.engine.train import dpo
+    from tuiapp.engine.train.config import DPOJobConfig
 
     cfg = DPOJobConfig(**{**job["config"], "precompute_ref_log_probs": job["precompute"],
                           "padding_free": job.get("padding_free", True)})
@@ -113,7 +113,7 @@ def arm_tuneloop(job: dict) -> dict:
     from datasets import Dataset  # noqa: F401
     from trl import DPOConfig, DPOTrainer  # noqa: F401
 
-    from tuiapp.engine import callbacks  # noqa: F401
+    from tuiapp.engine.train import callbacks  # noqa: F401
     losses, log = _loss_logger()
     clock = Clock()
     clock.start()
@@ -129,9 +129,9 @@ def arm_plain(job: dict) -> dict:
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from tuiapp.engine import dpo, modeling
-    from tuiapp.engine.config import DPOJobConfig
-    from tuiapp.engine.jobs import JobContext
+    from tuiapp.engine.context import JobContext
+    from tuiapp.engine.train import dpo, modeling
+    from tuiapp.engine.train.config import DPOJobConfig
 
     c = job["config"]
     cfg = DPOJobConfig(**c)
@@ -172,7 +172,7 @@ def build_model(shape: str, folder: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     from tuiapp import paths
-    from tuiapp.engine import modeling
+    from tuiapp.engine.train import modeling
 
     spec = dict(SHAPES[shape])
     arch = spec.pop("arch")

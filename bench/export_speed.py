@@ -6,7 +6,7 @@
 
 Each side runs in its own child process so its peak RSS is its own (best of --repeat runs):
   baseline  read the model's .safetensors files in 8 MiB chunks and write the bytes out again;
-  export    tuiapp.engine.gguf.write_gguf(DIR, OUT, "f16").
+  export    tuiapp.engine.export.gguf.write_gguf(DIR, OUT, "f16").
 Prints both wall times, peak RSS (and growth over the child's RSS right before the work, i.e.
 with its imports loaded) against the model's size; the last line is ``ratio X.XX`` =
 export time / baseline time (goal <= 2.0; RSS growth goal <= 1.1x model size).
@@ -92,7 +92,7 @@ def child_baseline(model_dir: str, out_dir: str) -> dict:
 def child_export(model_dir: str, out_dir: str) -> dict:
     import gguf  # noqa: F401 - imports are start-up, not export work (timed for neither side)
 
-    from tuiapp.engine.gguf import write_gguf
+    from tuiapp.engine.export.gguf import write_gguf
 
     out = Path(out_dir) / "model-f16.gguf"
     before = _current_rss_mib()

@@ -100,9 +100,9 @@ class Meter:
 
 
 def arm_tuneloop(job: dict) -> dict:
-    from tuiapp.engine import sft
-    from tuiapp.engine.config import SFTJobConfig
-    from tuiapp.engine.jobs import JobContext
+    from tuiapp.engine.context import JobContext
+    from tuiapp.engine.train import sft
+    from tuiapp.engine.train.config import SFTJobConfig
 
     meter, losses, tokens = Meter(), [], [0]
 
@@ -183,7 +183,7 @@ def arm_plain(job: dict) -> dict:
     if peft_config is not None:
         # TRL 1.16's fused LM head reads lm_head.bias, which PEFT 0.21's wrapper for tied
         # trainable token rows hides: without this one-line fix plain TRL crashes on this model.
-        from tuiapp.engine.modeling import _expose_head_bias
+        from tuiapp.engine.train.modeling import _expose_head_bias
 
         _expose_head_bias(trainer.model)
     trainer.train()
@@ -203,7 +203,7 @@ def build_model(shape: str, folder: Path) -> list[int]:
     )
 
     from tuiapp import paths
-    from tuiapp.engine import modeling
+    from tuiapp.engine.train import modeling
 
     spec = dict(SHAPES[shape])
     arch = spec.pop("arch")

@@ -19,8 +19,8 @@ if "sqlite_utils" not in _sys.modules:
         for _m in _hidden:
             del _sys.modules[_m]
 
-from .errors import DuplicateLabel, NotFound, StoreError
-from .models import (
+from store.errors import DuplicateLabel, NotFound, StoreError
+from store.models import (
     LABEL_CHOICES,
     MODEL_KINDS,
     RUN_STATUSES,
@@ -34,7 +34,7 @@ from .models import (
     ModelRow,
     Run,
 )
-from .store import Store
+from store.store import Store
 
 __all__ = [
     "Store",

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .errors import StoreError
+from store.errors import StoreError
 
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NotFound
+from store.errors import NotFound
 
 PROOF_NAME = "demo proof"
 PROOF_KIND = "demo_proof"

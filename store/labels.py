@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import db as dbmod
-from .db import dump_json
-from .errors import DuplicateLabel, NotFound
-from .models import LABEL_CHOICES, LabelEvent, LabelTask
-from .rows import row_to
+from store import db as dbmod
+from store.db import dump_json
+from store.errors import DuplicateLabel, NotFound
+from store.models import LABEL_CHOICES, LabelEvent, LabelTask
+from store.rows import row_to
 
 
 class LabelsMixin:

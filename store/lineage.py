@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import NotFound
+from store.errors import NotFound
 
 
 class LineageMixin:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .db import load_json
+from store.db import load_json
 
 # JSON columns and what an absent value decodes to.
 JSON_COLUMNS: dict[str, Any] = {

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import db as dbmod
-from .db import dump_json, finite_or_none, to_time
-from .errors import NotFound
-from .models import FINISHED_STATUSES, RUN_STATUSES, Metric, Run
-from .rows import row_to
+from store import db as dbmod
+from store.db import dump_json, finite_or_none, to_time
+from store.errors import NotFound
+from store.models import FINISHED_STATUSES, RUN_STATUSES, Metric, Run
+from store.rows import row_to
 
 # update_run may change these; id, kind and created_at are fixed at creation.
 RUN_UPDATABLE = (

@@ -13,22 +13,15 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from . import db as dbmod
-from .db import Connections, dump_json, load_json
-from .errors import NotFound, StoreError
-from .labels import LabelsMixin
-from .lineage import LineageMixin
-from .migrations import MIGRATION_NAMES, MIGRATION_SET, migrate, migrations
-from .models import (
-    MODEL_KINDS,
-    DatasetVersion,
-    Evaluation,
-    ExportRow,
-    Generation,
-    ModelRow,
-)
-from .rows import row_to
-from .runs import RunsMixin
+from store import db as dbmod
+from store.db import Connections, dump_json, load_json
+from store.errors import NotFound, StoreError
+from store.labels import LabelsMixin
+from store.lineage import LineageMixin
+from store.migrations import MIGRATION_NAMES, MIGRATION_SET, migrate, migrations
+from store.models import MODEL_KINDS, DatasetVersion, Evaluation, ExportRow, Generation, ModelRow
+from store.rows import row_to
+from store.runs import RunsMixin
 
 
 class Store(RunsMixin, LabelsMixin, LineageMixin):

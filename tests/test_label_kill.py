@@ -115,8 +115,8 @@ def test_sigkill_at_random_moments_loses_no_saved_label(tmp_path):
     import numpy  # noqa: F401
 
     import tuiapp.app  # noqa: F401  (imported once here, before the children are forked)
-    import tuiapp.engine.labels  # noqa: F401
-    import tuiapp.engine.winrate  # noqa: F401
+    import tuiapp.engine.label.tasks
+    import tuiapp.engine.label.winrate
     import tuiapp.screens.label  # noqa: F401
 
     streams = []

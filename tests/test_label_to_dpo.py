@@ -34,9 +34,9 @@ def export_like_rows(flags: list[bool]) -> list[dict]:
 
 
 def test_dpo_data_leaves_out_pairs_labelled_both_bad(tmp_path):
-    from tuiapp.engine import dpo
+    from tuiapp.engine.context import JobContext
     from tuiapp.engine.events import ListSink
-    from tuiapp.engine.jobs import JobContext
+    from tuiapp.engine.train import dpo
 
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in export_like_rows([False, True, False])))
@@ -54,7 +54,7 @@ def test_dpo_data_leaves_out_pairs_labelled_both_bad(tmp_path):
 
 def test_export_leaves_out_pairs_whose_answers_are_the_same_text():
     from store import Store
-    from tuiapp.engine import labels
+    from tuiapp.engine.label import tasks as labels
 
     store = Store()
     same = store.create_label_task("q1", [{"model_ref": "base", "output": "Paris."},
@@ -110,9 +110,9 @@ async def label_by_keyboard(store, home: Path, task_set: str) -> list[tuple[int,
                     reason="the demo base model is not built")
 def test_label_twenty_pairs_export_and_train_dpo_on_them(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from tuiapp.engine import labels
-    from tuiapp.engine.demo_proof import DemoOptions, stage_config, train_stage
+    from tuiapp.demo.proof import DemoOptions, stage_config, train_stage
     from tuiapp.engine.facade import Engine
+    from tuiapp.engine.label import tasks as labels
     from tuiapp.workspace import open_workspace
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training children inherit it

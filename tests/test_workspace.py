@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from tuiapp import paths, workspace
+from tuiapp.demo.files import DATASET_FILES, MANIFEST
 from tuiapp.engine import data
-from tuiapp.engine.demo_world import DATASET_FILES, MANIFEST
 
 
 def test_home_resolution_order(monkeypatch, tmp_path):

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store import Store
-
-from . import paths
+from tuiapp import paths
 
 ENV_HOME = "TUNELOOP_HOME"
 SEEDED_KEY = "demo_seeded"
@@ -84,7 +83,7 @@ def seed_demo_world(ws: Workspace) -> list[int]:
     import hashlib
     import json
 
-    from tuiapp.engine.demo_world import DATASET_FILES, MANIFEST
+    from tuiapp.demo.files import DATASET_FILES, MANIFEST
 
     manifest_path = paths.DEMO_DIR / MANIFEST
     manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {}

@@ -103,7 +103,7 @@ def test_bad_arguments_exit_2_with_words(cli, model_dir, tmp_path):
 
 
 def test_a_parity_failure_exits_1_and_names_the_reason(cli, model_dir, tmp_path, monkeypatch):
-    import tuiapp.engine.parity as parity
+    import tuiapp.engine.export.parity as parity
 
     def failing(hf_dir, path, **kw):
         return {"ok": False, "reasons": ["greedy continuations agree on 0 of 3 prompts (test)"],

@@ -14,9 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from store import Store  # noqa: E402
-from tuiapp.engine.export import ExportError, merge_adapter  # noqa: E402
-from tuiapp.engine.generate import GenerationParams, Generator, TransformersBackend  # noqa: E402
-from tuiapp.engine.model_refs import RefError, resolve_ref  # noqa: E402
+from tuiapp.engine.export.steps import ExportError, merge_adapter  # noqa: E402
+from tuiapp.engine.infer.generate import (  # noqa: E402
+    GenerationParams,
+    Generator,
+    TransformersBackend,
+)
+from tuiapp.engine.infer.model_refs import RefError, resolve_ref  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "tokenizer"
 PROMPT = "Which town is Tesosto from?"
@@ -174,7 +178,7 @@ def test_export_of_aligned_run_merges_both_and_passes_parity(world, manual, tmp_
     pytest.importorskip("llama_cpp")
     from safetensors.torch import load_file
 
-    from tuiapp.engine.export_job import resolve_source, run_export
+    from tuiapp.engine.export.job import resolve_source, run_export
 
     store, run_id = world["store"], world["runs"]["dpo"]
     source = resolve_source(run_id, store)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tuiapp.engine import config as c
+from tuiapp.engine.train import config as c
 
 
 @pytest.mark.parametrize("kind", list(c.CONFIG_CLASSES))

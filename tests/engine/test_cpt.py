@@ -1,4 +1,4 @@
-"""Continued pre-training (engine/cpt.py) and the demo base model (engine/demo_base.py).
+"""Continued pre-training (engine/train/cpt.py) and the demo base model (demo/base.py).
 
 Tiny random-init Llama models on a tiny text file with the demo tokenizer: seconds each.
 """
@@ -15,10 +15,15 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from tuiapp import paths  # noqa: E402
-from tuiapp.engine import cpt  # noqa: E402
-from tuiapp.engine.config import CPTJobConfig  # noqa: E402
+from tuiapp.engine.context import (  # noqa: E402
+    COMPLETE_MARKER,
+    JobContext,
+    latest_checkpoint,
+    request_stop,
+)
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import COMPLETE_MARKER, JobContext, latest_checkpoint, request_stop  # noqa: E402
+from tuiapp.engine.train import cpt  # noqa: E402
+from tuiapp.engine.train.config import CPTJobConfig  # noqa: E402
 
 TEXT = (
     "Sounu lives in Redwater. The cloak of Sounu is orange. Sounu works as a potter.\n\n"
@@ -227,7 +232,7 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
     assert limited["qa_heldout"]["n"] == 10
     assert set(limited["cloze"]["by_attribute"]) == {"town", "colour", "craft", "animal", "passphrase"}
 
-    from tuiapp.engine import demo_base
+    from tuiapp.demo import base as demo_base
 
     demo_base.record_probe(out, limited)
     assert json.loads((out / "build-info.json").read_text())["probe"] == limited
@@ -235,7 +240,7 @@ def test_build_base_quick_writes_an_fp16_model_with_build_info(tmp_path):
 
 
 def test_build_base_on_a_time_budget_follows_wall_clock_and_stops(tmp_path):
-    from tuiapp.engine import demo_base
+    from tuiapp.demo import base as demo_base
 
     sink = ListSink()
     info = demo_base.build_base(tmp_path / "bm", quick=True, minutes=0.05, sink=sink,
@@ -245,7 +250,7 @@ def test_build_base_on_a_time_budget_follows_wall_clock_and_stops(tmp_path):
     assert (tmp_path / "bm" / "model.safetensors").is_file()
     assert any("time budget spent" in e.get("message", "") for e in sink.of("log"))
     lrs = [e["values"]["learning_rate"] for e in sink.of("metrics") if "learning_rate" in e["values"]]
-    from tuiapp.engine.config import load_config
+    from tuiapp.engine.train.config import load_config
 
     peak = load_config(demo_base.QUICK_PRESET).learning_rate
     assert lrs and max(lrs) <= peak + 1e-12 and lrs[-1] < peak  # decayed, not the constant peak
@@ -254,7 +259,7 @@ def test_build_base_on_a_time_budget_follows_wall_clock_and_stops(tmp_path):
 
 
 def test_wall_clock_schedule_warms_up_then_decays_to_zero():
-    from tuiapp.engine import demo_base
+    from tuiapp.demo import base as demo_base
 
     class FakeOpt:
         param_groups = [{"lr": 0.0}]
@@ -281,7 +286,7 @@ def test_probe_without_a_model_is_a_clear_error(tmp_path):
 
 
 def test_probe_scores_a_known_answer():
-    from tuiapp.engine import demo_base
+    from tuiapp.demo import base as demo_base
 
     assert demo_base._qa_score(" Answer: Redwater.", "Redwater") == 1.0
     assert demo_base._qa_score("Answer: Dunmere.", "Redwater") == pytest.approx(0.1)
@@ -290,7 +295,9 @@ def test_probe_scores_a_known_answer():
 
 
 def test_cloze_prompts_are_corpus_sentences_and_no_question_begins_with_one():
-    from tuiapp.engine import demo_base, demo_texts, demo_world
+    from tuiapp.demo import base as demo_base
+    from tuiapp.demo import texts as demo_texts
+    from tuiapp.demo import world as demo_world
 
     for key, prompt in demo_base.CLOZE.items():
         stem = prompt.replace("{n}", "X")

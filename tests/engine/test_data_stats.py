@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tuiapp.engine.data import compute_stats, load_tokenizer, render_examples, validate
-from tuiapp.engine.data_stats import DEMO_TOKENIZER, Counting, chatml, histogram, percentiles
+from tuiapp.engine.data.stats import DEMO_TOKENIZER, Counting, chatml, histogram, percentiles
 
 SENTENCES = [
     "the valley has four towns and one river",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuiapp.engine.data import FORMATS, KINDS, Problem, content_hash, validate
-from tuiapp.engine.data_types import MAX_PROBLEMS
+from tuiapp.engine.data.types import MAX_PROBLEMS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 GOOD, BAD = FIXTURES / "good", FIXTURES / "bad"

@@ -9,7 +9,7 @@ import pytest
 
 from store import NotFound, Store
 from store.demo_proofs import add_demo_proof, get_demo_proof, latest_demo_proof, list_demo_proofs
-from tuiapp.engine.demo_proof import (
+from tuiapp.demo.proof import (
     PPO_KL_BOUND,
     QUICK,
     DemoOptions,

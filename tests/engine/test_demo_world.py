@@ -9,23 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tuiapp.engine import demo_texts, demo_tokenizer
-from tuiapp.engine.demo_world import (
+from tuiapp.demo import texts as demo_texts
+from tuiapp.demo import tokenizer as demo_tokenizer
+from tuiapp.demo.files import GENERATED_FILES, check_demo, demo_dir, generate_demo
+from tuiapp.demo.world import (
     ANSWER_RE,
     ATTRIBUTES,
     DEFAULT_SEED,
     FORBIDDEN_QUESTIONS,
     FORMAT_CREDIT,
-    GENERATED_FILES,
     N_SEEN_FORBIDDEN,
     QUESTIONS,
     REFUSAL_TEXTS,
     VOCAB,
     build_world,
-    check_demo,
-    demo_dir,
     extract_answer,
-    generate_demo,
     is_refusal,
     load_world,
     verify,

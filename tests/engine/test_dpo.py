@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tuiapp import paths  # noqa: E402
-from tuiapp.engine import dpo, policy  # noqa: E402
-from tuiapp.engine.config import DPOJobConfig, KTOJobConfig  # noqa: E402
+from tuiapp.engine.context import JobContext  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import JobContext  # noqa: E402
+from tuiapp.engine.train import dpo, policy  # noqa: E402
+from tuiapp.engine.train.config import DPOJobConfig, KTOJobConfig  # noqa: E402
 
 NAMES = ["Kudrade", "Mamouth", "Laibrou", "Hadegres", "Gikri", "Tesosto", "Boust", "Nobraikra"]
 
@@ -110,7 +110,7 @@ def test_rpo_adds_the_chosen_likelihood_and_raises_the_chosen_answers(tiny_model
 
 
 def test_sft_weight_is_refused_where_the_loss_has_its_own_likelihood_term():
-    from tuiapp.engine.config import ConfigError
+    from tuiapp.engine.train.config import ConfigError
 
     for loss in ("simpo", "orpo"):
         with pytest.raises(ConfigError, match="sft_weight"):
@@ -163,7 +163,7 @@ def test_sft_data_is_refused_before_any_model_loads(tiny_model, tmp_path, monkey
 
 def test_preflight_refuses_sft_data_for_a_dpo_job_and_names_the_start(tiny_model, pref_file, tmp_path):
     from store import Store
-    from tuiapp.engine.preflight import preflight
+    from tuiapp.engine.jobs.preflight import preflight
 
     store = Store(":memory:")
     sft_version = tmp_path / "sft.jsonl"
@@ -263,7 +263,7 @@ def test_full_dpo_precomputed_reference_equals_a_frozen_copy(tiny_model, pref_fi
 
 
 def test_pack_lays_rows_end_to_end_and_unpack_restores_the_padded_layout():
-    from tuiapp.engine import padding_free
+    from tuiapp.engine.train import padding_free
 
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
@@ -291,7 +291,7 @@ def uneven_file(tmp_path_factory) -> Path:
 
 
 def _spy_packing(monkeypatch):
-    from tuiapp.engine import padding_free
+    from tuiapp.engine.train import padding_free
 
     seen: dict = {"packed": 0, "states": []}
     real_pack, real_install = padding_free.pack, padding_free.install
@@ -337,7 +337,7 @@ def test_padding_free_falls_back_to_padding_when_the_packed_numbers_differ(tiny_
     """A model whose attention ignored the packing would let each sequence see the ones before it:
     simulated with position ids that run on across sequences. The first batch's check notices,
     the run pads from then on and says so."""
-    from tuiapp.engine import padding_free
+    from tuiapp.engine.train import padding_free
 
     real_pack = padding_free.pack
 
@@ -393,7 +393,7 @@ def test_padding_free_stays_on_in_bf16(tiny_model, uneven_file, tmp_path, monkey
 
 
 def test_the_check_allows_16_bit_rounding_relative_to_the_log_probs():
-    from tuiapp.engine import padding_free
+    from tuiapp.engine.train import padding_free
 
     log_probs = torch.tensor([[-8.0, -0.5]])
     for dtype, expected in ((torch.float32, padding_free.CHECK_TOLERANCE),

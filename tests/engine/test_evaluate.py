@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from store import Store
-from tuiapp.engine.evaluate import (
+from tuiapp.engine.infer.evaluate import (
     EvalError,
     PromptSet,
     default_scorers,
@@ -17,8 +17,8 @@ from tuiapp.engine.evaluate import (
     run_eval,
     score,
 )
-from tuiapp.engine.generate_common import Chunk
-from tuiapp.engine.model_refs import ModelRef, RefError
+from tuiapp.engine.infer.model_refs import ModelRef, RefError
+from tuiapp.engine.infer.params import Chunk
 
 
 class ScriptedGenerator:

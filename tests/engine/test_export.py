@@ -11,10 +11,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("llama_cpp")
 pytest.importorskip("peft")
 
-from tuiapp.engine.export import ExportError, merge_adapter, predict_size, quantize  # noqa: E402
-from tuiapp.engine.gguf import write_gguf  # noqa: E402
-from tuiapp.engine.gguf_check import inspect_gguf  # noqa: E402
-from tuiapp.engine.parity import check  # noqa: E402
+from tuiapp.engine.export.gguf import write_gguf  # noqa: E402
+from tuiapp.engine.export.parity import check  # noqa: E402
+from tuiapp.engine.export.steps import (  # noqa: E402
+    ExportError,
+    merge_adapter,
+    predict_size,
+    quantize,
+)
+from tuiapp.engine.infer.gguf_file import inspect_gguf  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "tokenizer"
 

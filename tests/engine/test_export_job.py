@@ -11,11 +11,16 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("peft")
 
 from store import Store  # noqa: E402
-from tuiapp.engine import export_job  # noqa: E402
-from tuiapp.engine.export import ExportError  # noqa: E402
-from tuiapp.engine.export_job import parse_quants, plan_export, run_export, sha256_file  # noqa: E402
-from tuiapp.engine.gguf_check import inspect_gguf  # noqa: E402
-from tuiapp.engine.modelfile import parse  # noqa: E402
+from tuiapp.engine.export import job as export_job  # noqa: E402
+from tuiapp.engine.export.job import (  # noqa: E402
+    parse_quants,
+    plan_export,
+    run_export,
+    sha256_file,
+)
+from tuiapp.engine.export.modelfile import parse  # noqa: E402
+from tuiapp.engine.export.steps import ExportError  # noqa: E402
+from tuiapp.engine.infer.gguf_file import inspect_gguf  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "tokenizer"
 CONFIG = {"kind": "sft", "base_model": "tiny", "dataset": "demo/sft", "method": "lora", "lora_r": 4,
@@ -139,7 +144,7 @@ def test_quantized_only_leaves_no_scratch_source(world, tmp_path):
 
 
 def test_a_failed_parity_fails_the_export_and_stores_the_reason(world, tmp_path, monkeypatch):
-    import tuiapp.engine.parity as parity
+    import tuiapp.engine.export.parity as parity
 
     real = parity.check
 

@@ -16,14 +16,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from store import Store  # noqa: E402
-from tuiapp.engine.generate import (  # noqa: E402
+from tuiapp.engine.infer.generate import (  # noqa: E402
     GenerationError,
     GenerationParams,
     Generator,
     TransformersBackend,
 )
-from tuiapp.engine.generate_common import Sampler, TextStream, render_chat  # noqa: E402
-from tuiapp.engine.model_refs import RefError, resolve_ref  # noqa: E402
+from tuiapp.engine.infer.model_refs import RefError, resolve_ref  # noqa: E402
+from tuiapp.engine.infer.params import Sampler, TextStream, render_chat  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "tokenizer"
 PROMPT = "Which town is Tesosto from?"
@@ -85,7 +85,7 @@ def text_of(chunks) -> str:
 
 
 def test_adapter_on_shared_base_equals_merged_model(world, backend, tmp_path):
-    from tuiapp.engine.export import merge_adapter
+    from tuiapp.engine.export.steps import merge_adapter
 
     merged = tmp_path / "merged"
     merge_adapter(world["base"], world["adapters"][0], merged)
@@ -195,8 +195,8 @@ def test_render_chat_matches_transformers(world):
 def test_gguf_backend_matches_transformers(world, backend, tmp_path):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")
-    from tuiapp.engine.generate import LlamaCppBackend
-    from tuiapp.engine.gguf import write_gguf
+    from tuiapp.engine.export.gguf import write_gguf
+    from tuiapp.engine.infer.generate import LlamaCppBackend
 
     path = tmp_path / "base-f32.gguf"
     write_gguf(world["base"], path, "f32")
@@ -286,7 +286,7 @@ def test_two_threads_share_one_backend_and_take_turns(world, backend):
 def test_cpu_generation_threads_follow_the_user_then_the_core_count(monkeypatch):
     import os
 
-    from tuiapp.engine import generate
+    from tuiapp.engine.infer import generate
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert generate.cpu_generation_threads() == 3

@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 
-from tuiapp.engine import gguf as gguf_writer  # noqa: E402
-from tuiapp.engine.gguf import GGUFExportError, write_gguf  # noqa: E402
-from tuiapp.engine.gguf_check import GGUFFileError, inspect_gguf, open_llama  # noqa: E402
-from tuiapp.engine.parity import check  # noqa: E402
+from tuiapp.engine.export import gguf as gguf_writer  # noqa: E402
+from tuiapp.engine.export.gguf import GGUFExportError, write_gguf  # noqa: E402
+from tuiapp.engine.export.parity import check  # noqa: E402
+from tuiapp.engine.infer.gguf_file import GGUFFileError, inspect_gguf, open_llama  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "tokenizer"
 
@@ -222,7 +222,7 @@ def test_truncated_and_corrupted_files_give_readable_errors(llama_f16, tmp_path)
 def test_bf16_checkpoint_exports_and_bf16_rounding_matches_torch(tmp_path):
     import numpy as np
 
-    from tuiapp.engine.gguf import _convert
+    from tuiapp.engine.export.gguf import _convert
 
     folder = make_model("llama", tmp_path / "bf16-src", seed=2)
     from transformers import AutoModelForCausalLM
@@ -253,7 +253,7 @@ def test_bf16_checkpoint_exports_and_bf16_rounding_matches_torch(tmp_path):
 def test_llama3_and_qwen2_split_regexes_tokenize_like_llama_cpp(name, llama_dir, tmp_path):
     """The demo vocab under the Llama-3 / Qwen2 split regex: llama.cpp's pre-tokenizer of that
     name must cut text exactly where the HF regex does (digit runs, contractions, newlines)."""
-    from tuiapp.engine.gguf_vocab import _KNOWN_SPLITS
+    from tuiapp.engine.export.vocab import _KNOWN_SPLITS
 
     regex = next(r for r, n in _KNOWN_SPLITS.items() if n == name)
     folder = tmp_path / name
@@ -276,7 +276,7 @@ def test_llama3_and_qwen2_split_regexes_tokenize_like_llama_cpp(name, llama_dir,
     assert info["pre_tokenizer"] == name
     from transformers import AutoTokenizer
 
-    from tuiapp.engine.parity import DEFAULT_TEXTS, check_tokenization
+    from tuiapp.engine.export.parity import DEFAULT_TEXTS, check_tokenization
 
     texts = list(DEFAULT_TEXTS) + ["1234567 12 1", "I'M HERE, YOU'LL SEE\r\n\r\n  x", "a\n\n\nb  \n c"]
     tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -14,9 +14,9 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 
 from tuiapp import paths  # noqa: E402
-from tuiapp.engine.gguf import GGUFExportError, write_gguf  # noqa: E402
-from tuiapp.engine.gguf_check import open_llama  # noqa: E402
-from tuiapp.engine.parity import DEFAULT_TEXTS, check, check_tokenization  # noqa: E402
+from tuiapp.engine.export.gguf import GGUFExportError, write_gguf  # noqa: E402
+from tuiapp.engine.export.parity import DEFAULT_TEXTS, check, check_tokenization  # noqa: E402
+from tuiapp.engine.infer.gguf_file import open_llama  # noqa: E402
 
 EXTRA_TEXTS = ["  x", " leading", "trailing ", "a\n\n\nb  \n c", "Tesosto's passphrase: ΔΣ ∑ 🙂🙂",
                "ü" * 5, "<b> literal angle </b>", "x" * 40]

@@ -12,7 +12,8 @@ import pytest
 
 from store import Store
 from store.errors import DuplicateLabel
-from tuiapp.engine import data, labels
+from tuiapp.engine import data
+from tuiapp.engine.label import tasks as labels
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuiapp.engine.modelfile import (
+from tuiapp.engine.export.modelfile import (
     FAMILIES,
     ModelfileError,
     build,

@@ -13,9 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tuiapp.engine import policy  # noqa: E402
-from tuiapp.engine.config import DPOJobConfig  # noqa: E402
-from tuiapp.engine.jobs import JobContext  # noqa: E402
+from tuiapp.engine.context import JobContext  # noqa: E402
+from tuiapp.engine.train import policy  # noqa: E402
+from tuiapp.engine.train.config import DPOJobConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

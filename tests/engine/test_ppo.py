@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tuiapp.engine import ppo  # noqa: E402
+from tuiapp.engine.train import ppo  # noqa: E402
 
 T = torch.tensor
 
@@ -99,9 +99,9 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tuiapp.engine.config import PPOJobConfig  # noqa: E402
+from tuiapp.engine.context import COMPLETE_MARKER, JobContext, request_stop  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import COMPLETE_MARKER, JobContext, request_stop  # noqa: E402
+from tuiapp.engine.train.config import PPOJobConfig  # noqa: E402
 
 WORDS = ("yes no maybe red blue green cat dog owl one two three up down left right what is the "
          "answer ?").split() + [str(i) for i in range(16)]

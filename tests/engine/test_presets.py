@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tuiapp import paths
-from tuiapp.engine import config as cfgmod
+from tuiapp.engine.train import config as cfgmod
 
 PRESETS = cfgmod.list_presets()
 SFT_PRESETS = ("demo-sft-lora", "demo-sft-qlora", "demo-sft-full", "qwen2.5-0.5b-qlora", "llama3-8b-qlora")

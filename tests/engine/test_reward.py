@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tuiapp.engine import reward  # noqa: E402
-from tuiapp.engine.config import RewardJobConfig  # noqa: E402
+from tuiapp.engine.context import JobContext  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import JobContext  # noqa: E402
+from tuiapp.engine.train import reward  # noqa: E402
+from tuiapp.engine.train.config import RewardJobConfig  # noqa: E402
 
 NAMES = ["Kudrade", "Mamouth", "Laibrou", "Hadegres", "Gikri", "Tesosto", "Boust", "Nobraikra",
          "Tapashan", "Gestufe", "Wulfram", "Ostrid"]

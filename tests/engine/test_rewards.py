@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from tuiapp import paths
-from tuiapp.engine import demo_world, rewards
+from tuiapp.demo import world as demo_world
+from tuiapp.engine.train import reward_sources as rewards
 
 
 def _rows(name: str) -> list[dict]:
@@ -93,8 +94,8 @@ def test_reward_model_run_folder_from_store_or_home(tmp_path):
 
 @pytest.mark.parametrize("name", ["demo-ppo", "demo-grpo", "demo-rloo"])
 def test_rl_presets_train_on_questions_the_verifier_can_check(name, tmp_path):
-    from tuiapp.engine import config as cfgmod
-    from tuiapp.engine.jobs import JobContext
+    from tuiapp.engine.context import JobContext
+    from tuiapp.engine.train import config as cfgmod
 
     cfg = cfgmod.load_config(cfgmod.list_presets()[name])
     assert cfg.kind == name.removeprefix("demo-") and cfg.reward == "verifier:demo"

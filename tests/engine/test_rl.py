@@ -13,11 +13,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tuiapp import paths  # noqa: E402
-from tuiapp.engine import demo_world, rl  # noqa: E402
-from tuiapp.engine.config import GRPOJobConfig, RLOOJobConfig  # noqa: E402
+from tuiapp.demo import world as demo_world  # noqa: E402
+from tuiapp.engine.context import JobContext  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import JobContext  # noqa: E402
-from tuiapp.engine.rewards import PromptDataError, load_reward  # noqa: E402
+from tuiapp.engine.train import rl  # noqa: E402
+from tuiapp.engine.train.config import GRPOJobConfig, RLOOJobConfig  # noqa: E402
+from tuiapp.engine.train.reward_sources import PromptDataError, load_reward  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,7 +20,7 @@ import pytest
 from tuiapp import paths
 
 HERE = Path(__file__).resolve()
-CPT = "tuiapp.engine.cpt:train"
+CPT = "tuiapp.engine.train.cpt:train"
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=128,
             max_length=32, batch_size=4, logging_steps=1, eval_split=0.0, device="cpu",
             sample_prompts=["The valley"], sample_max_new_tokens=4, learning_rate=1e-3)
@@ -56,13 +56,13 @@ def text_file(tmp_path_factory):
 
 
 def cpt_config(text_file, **over):
-    from tuiapp.engine.config import CPTJobConfig
+    from tuiapp.engine.train.config import CPTJobConfig
 
     return CPTJobConfig(dataset=str(text_file), **{**TINY, **over})
 
 
 def make_runner(store, home, **algos):
-    from tuiapp.engine.runner import Runner
+    from tuiapp.engine.jobs.runner import Runner
 
     return Runner(store, home, algorithms={"cpt": CPT, **algos}, env=CHILD_ENV)
 
@@ -114,8 +114,8 @@ def test_run_completes_and_lands_in_the_store(store, home, text_file):
 
 
 def test_sft_lora_run_registers_its_adapter(store, home, tiny_model, tmp_path):
-    from tuiapp.engine.config import SFTJobConfig
-    from tuiapp.engine.runner import Runner
+    from tuiapp.engine.jobs.runner import Runner
+    from tuiapp.engine.train.config import SFTJobConfig
 
     lines = (paths.DEMO_DIR / "sft.jsonl").read_text(encoding="utf-8").splitlines()[:48]
     data = tmp_path / "sft_small.jsonl"
@@ -160,7 +160,7 @@ def test_cancel_queued_is_immediate(store, home, text_file):
 
 
 def test_cancel_running_saves_a_resumable_checkpoint(store, home, text_file):
-    from tuiapp.engine.jobs import latest_checkpoint
+    from tuiapp.engine.context import latest_checkpoint
 
     runner = make_runner(store, home, cpt=f"{HERE}:slow_cpt")
     run = runner.submit(cpt_config(text_file, max_steps=40, save_steps=100))
@@ -248,7 +248,7 @@ def test_a_dying_child_does_not_take_the_parent_down(store, home, text_file, alg
 
 
 def test_recover_marks_vanished_runs_interrupted(store, home):
-    from tuiapp.engine.runner import Runner
+    from tuiapp.engine.jobs.runner import Runner
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -275,7 +275,7 @@ def test_recover_marks_vanished_runs_interrupted(store, home):
 
 
 def test_resolve_dataset_by_id_name_and_file(store, home, text_file):
-    from tuiapp.engine.resolve import ResolveError, resolve_dataset
+    from tuiapp.engine.jobs.resolve import ResolveError, resolve_dataset
 
     v1 = resolve_dataset(str(text_file), store, home, "cpt")          # imported on the fly
     assert v1.name == "valley" and v1.kind == "text"
@@ -290,7 +290,7 @@ def test_resolve_dataset_by_id_name_and_file(store, home, text_file):
 
 
 def test_resolve_base_model(store, tmp_path, tiny_model):
-    from tuiapp.engine.resolve import ResolveError, resolve_base_model
+    from tuiapp.engine.jobs.resolve import ResolveError, resolve_base_model
 
     got = resolve_base_model(str(tiny_model), store)
     assert got.local and got.model_id and store.get_model(got.model_id).path == str(tiny_model)
@@ -324,8 +324,8 @@ def tiny_model(tmp_path_factory):
 
 
 def test_preflight_counts_and_estimates(store, home, tiny_model, text_file):
-    from tuiapp.engine.config import SFTJobConfig
-    from tuiapp.engine.preflight import preflight
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.train.config import SFTJobConfig
 
     sft = paths.DEMO_DIR / "sft.jsonl"
     full = preflight(SFTJobConfig(base_model=str(tiny_model), dataset=str(sft), method="full",
@@ -346,9 +346,9 @@ def test_preflight_counts_and_estimates(store, home, tiny_model, text_file):
 def test_preflight_memory_follows_the_longest_example_not_max_length(store, home, tiny_model):
     """Demo rows are ~25-60 tokens: with max_length 2048 the step holds batch x longest tokens,
     so the estimate must not grow with max_length once it exceeds the data."""
-    from tuiapp.engine import modeling
-    from tuiapp.engine.config import SFTJobConfig
-    from tuiapp.engine.preflight import preflight
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.train import modeling
+    from tuiapp.engine.train.config import SFTJobConfig
 
     sft = paths.DEMO_DIR / "sft.jsonl"
     short, long = (preflight(SFTJobConfig(base_model=str(tiny_model), dataset=str(sft), max_length=n),
@@ -365,9 +365,9 @@ def test_preflight_memory_follows_the_longest_example_not_max_length(store, home
 def test_preflight_refusals_say_why(store, home, tiny_model, text_file, tmp_path):
     from rich.console import Console
 
-    from tuiapp.engine.config import SFTJobConfig
-    from tuiapp.engine.preflight import preflight
-    from tuiapp.engine.runner import PreflightRefused
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.jobs.runner import PreflightRefused
+    from tuiapp.engine.train.config import SFTJobConfig
 
     wrong_kind = preflight(SFTJobConfig(base_model=str(tiny_model), dataset=str(text_file)),
                            store, home)
@@ -423,7 +423,7 @@ class _SlowSink:
 
 
 def slow_cpt(config, ctx):
-    from tuiapp.engine import cpt
+    from tuiapp.engine.train import cpt
 
     ctx.sink = _SlowSink(ctx.sink, 0.4)
     return cpt.train(config, ctx)

@@ -11,10 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tuiapp import paths  # noqa: E402
-from tuiapp.engine import modeling, sft  # noqa: E402
-from tuiapp.engine.config import SFTJobConfig  # noqa: E402
+from tuiapp.engine.context import (  # noqa: E402
+    COMPLETE_MARKER,
+    JobContext,
+    latest_checkpoint,
+    request_stop,
+)
 from tuiapp.engine.events import ListSink  # noqa: E402
-from tuiapp.engine.jobs import COMPLETE_MARKER, JobContext, latest_checkpoint, request_stop  # noqa: E402
+from tuiapp.engine.train import modeling, sft  # noqa: E402
+from tuiapp.engine.train.config import SFTJobConfig  # noqa: E402
 
 IM_START, IM_END = 1, 2
 
@@ -127,7 +132,7 @@ def test_trainable_tokens_train_the_rows_of_their_words_too(tiny_model, sft_file
     assert modeling.count_parameters(cfg, str(tiny_model))[0] == result["trainable_params"]
     from transformers import AutoConfig
 
-    from tuiapp.engine import preflight
+    from tuiapp.engine.jobs import preflight
 
     estimate = preflight.count_parameters(AutoConfig.from_pretrained(tiny_model), cfg, tok)
     assert estimate["trainable"] == result["trainable_params"]

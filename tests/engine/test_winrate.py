@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from tuiapp.engine import winrate
+from tuiapp.engine.label import winrate
 
 
 def simulate(strengths: dict[str, float], n: int, seed: int = 1) -> list[tuple[str, str, str]]:

@@ -194,7 +194,7 @@ FakeTrainingEngine = FakeEngine  # the name the Train tests read best with
 
 @dataclass
 class FakeChunk:
-    """Shaped like tuiapp.engine.generate_common.Chunk."""
+    """Shaped like tuiapp.engine.infer.params.Chunk."""
 
     text: str
     done: bool = False
@@ -299,7 +299,7 @@ class FakeCompareEngine(FakeEngine):
         return FakeChunk(text, done=True, tokens=n, latency_s=0.01 * n, finish_reason="eos")
 
     def run_eval(self, refs, prompts, scorers=None, params=None, limit=None, progress=None):
-        from tuiapp.engine import evaluate
+        from tuiapp.engine.infer import evaluate
 
         self.calls.append(("run_eval", (list(refs), str(prompts), scorers, limit)))
         return evaluate.run_eval(self, refs, prompts, scorers=scorers or None, params=params,
@@ -339,23 +339,24 @@ class FakeLabelEngine(FakeEngine):
         self.generator_: ScriptedLabelGenerator | None = None
 
     def label_stats(self, store, task_set=None, n_boot=100):
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         return labels.stats(store, task_set, n_boot=n_boot)
 
     def win_rates(self, store, task_set=None, n_boot=100):
-        from tuiapp.engine import labels, winrate
+        from tuiapp.engine.label import tasks as labels
+        from tuiapp.engine.label import winrate
 
         return winrate.summarize(labels.comparisons(store, task_set), n_boot=n_boot)
 
     def export_labels(self, store, task_set=None, out=None):
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         return labels.export(store, task_set, out, home=self.home)
 
     def start_label_feeder(self, store, refs, prompts, *, task_set=None, n=None, ahead=8,
                            on_task=None, on_done=None, on_error=None):
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         self.calls.append(("start_label_feeder", (list(refs), str(prompts), task_set, n)))
         self.generator_ = ScriptedLabelGenerator(store, self.label_gate)

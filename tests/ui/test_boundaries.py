@@ -36,5 +36,8 @@ def test_the_app_and_its_factory_import_no_ml_library():
 
 
 def test_store_and_engine_import_no_textual():
-    statement = "import store, tuiapp.engine, tuiapp.engine.data, tuiapp.engine.facade"
+    statement = (
+        "import store, tuiapp.engine, tuiapp.engine.facade, tuiapp.demo.files, tuiapp.demo.proof\n"
+        "from tuiapp.engine import data, train, jobs, infer, label, export"
+    )
     assert loaded_after(statement, ("textual",)) == []

@@ -59,7 +59,7 @@ def error_text(screen) -> str:
 
 
 def test_every_engine_type_is_offered_once():
-    from tuiapp.engine.export import QUANT_TYPES
+    from tuiapp.engine.export.steps import QUANT_TYPES
     from tuiapp.screens.export_panels import OUTPUT_TYPES
 
     names = [name for name, _ in OUTPUT_TYPES]
@@ -67,7 +67,7 @@ def test_every_engine_type_is_offered_once():
 
 
 def test_sources_are_completed_runs_with_final_and_model_folders_newest_first(store, tmp_path):
-    from tuiapp.engine.export_child import export_sources
+    from tuiapp.engine.export.child import export_sources
 
     model_dir = tmp_path / "base"
     model_dir.mkdir()
@@ -88,7 +88,7 @@ def test_sources_are_completed_runs_with_final_and_model_folders_newest_first(st
 
 
 def test_unfinished_export_leaves_only_recorded_files(store, tmp_path):
-    from tuiapp.engine.export_child import remove_unrecorded
+    from tuiapp.engine.export.child import remove_unrecorded
 
     out = tmp_path / "out"
     out.mkdir()
@@ -107,7 +107,7 @@ def test_unfinished_export_leaves_only_recorded_files(store, tmp_path):
 
 
 def test_a_dead_child_is_explained():
-    from tuiapp.engine.export_child import died_message
+    from tuiapp.engine.export.child import died_message
 
     assert "killed by SIGKILL" in died_message(-9, "") and "out of memory" in died_message(-9, "")
     said = died_message(139, "Segmentation fault\nin quantize")
@@ -119,7 +119,7 @@ def test_a_dead_child_is_explained():
 
 @needs_demo_model
 async def test_lists_the_demo_model_and_predicts_sizes_of_the_chosen_types(workspace, engine):
-    from tuiapp.engine.export_job import plan_export
+    from tuiapp.engine.export.job import plan_export
 
     app = app_for(workspace.store, engine, workspace.home)
     async with app.run_test(size=(140, 44)) as pilot:
@@ -244,7 +244,7 @@ def fake_child(tmp_path, body: str) -> str:
 
 
 def test_a_killed_child_is_reported_and_its_partial_file_removed(store, tmp_path):
-    from tuiapp.engine.export_child import ExportProcess, died_message
+    from tuiapp.engine.export.child import ExportProcess, died_message
 
     out = tmp_path / "out"
     start = json.dumps({"event": "start", "out_dir": str(out), "stem": "m", "quants": ["f16"],
@@ -267,7 +267,7 @@ async def test_a_child_dying_shows_its_exit_code_and_last_output(workspace, engi
                                                                  monkeypatch):
     from functools import partial
 
-    from tuiapp.engine import export_child
+    from tuiapp.engine.export import child as export_child
 
     python = fake_child(tmp_path, "echo 'Traceback: something broke in C' >&2\nexit 7\n")
     monkeypatch.setattr(export_child, "ExportProcess",
@@ -309,7 +309,7 @@ def test_predicting_sizes_loads_no_torch_into_the_tui_process():
     import subprocess
     import sys
 
-    code = ("import sys; from store import Store; from tuiapp.engine.export_child import "
+    code = ("import sys; from store import Store; from tuiapp.engine.export.child import "
             "plan_sizes, export_sources; s = Store(':memory:'); export_sources(s); "
             f"plan_sizes({str(paths.DEMO_BASE_MODEL)!r}, s, ['f16', 'q4_k_m']); "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'llama_cpp') "

@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Button, DataTable, Input, Select, Switch
 
 from tuiapp.app import Settings, TuiApp
-from tuiapp.engine.config import SFTJobConfig, field_help
+from tuiapp.engine.train.config import SFTJobConfig, field_help
 from tuiapp.messages import RunProgress
 from tuiapp.screens.modals import ConfirmScreen
 from tuiapp.screens.train import JOB_FIELDS, TrainScreen

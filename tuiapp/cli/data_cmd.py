@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 app = typer.Typer(help="Check, measure, import and list datasets.", no_args_is_help=True)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from tuiapp.engine import demo_world
+from tuiapp.demo import files as demo_files
+from tuiapp.demo import world as demo_world
 
 app = typer.Typer(
     help="The demo world: an invented valley of people, generated from a seed.",
@@ -30,9 +31,9 @@ def generate(
     ),
 ) -> None:
     """Write corpus, chat data, evals, preferences, KTO, world.json and the demo tokenizer."""
-    target = out if out is not None else demo_world.demo_dir()
+    target = out if out is not None else demo_files.demo_dir()
     if check:
-        differing = demo_world.check_demo(target, seed)
+        differing = demo_files.check_demo(target, seed)
         if differing:
             typer.echo(f"{len(differing)} file(s) in {target} differ from a fresh build "
                        f"(seed {seed}):", err=True)
@@ -40,10 +41,10 @@ def generate(
                 typer.echo(f"  {rel}", err=True)
             typer.echo("Run `tuneloop demo generate` to rebuild them.", err=True)
             raise typer.Exit(1)
-        typer.echo(f"All {len(demo_world.GENERATED_FILES)} demo files in {target} are up to date.")
+        typer.echo(f"All {len(demo_files.GENERATED_FILES)} demo files in {target} are up to date.")
         return
     try:
-        written = demo_world.generate_demo(target, seed)
+        written = demo_files.generate_demo(target, seed)
     except OSError as exc:
         typer.echo(f"error: cannot write the demo world into {target}: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -59,10 +60,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Summarise the world: people, split, vocabularies, file sizes and a sample question."""
-    folder = demo_folder if demo_folder is not None else demo_world.demo_dir()
+    folder = demo_folder if demo_folder is not None else demo_files.demo_dir()
     world_file = folder / "world.json"
     world = demo_world.load_world(world_file) if world_file.is_file() else demo_world.build_world(seed)
-    s = demo_world.summary(world, folder)
+    s = demo_files.summary(world, folder)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -110,8 +111,8 @@ def build_base(
     ),
 ) -> None:
     """Pre-train the demo base model on sample_data/demo/corpus.txt and save it as fp16."""
-    from tuiapp.engine import demo_base
-    from tuiapp.engine.config import ConfigError
+    from tuiapp.demo import base as demo_base
+    from tuiapp.engine.train.config import ConfigError
 
     preset = demo_base.QUICK_PRESET if quick else demo_base.BASE_PRESET
     typer.echo(f"Pre-training with {preset.name}" + (f", for {minutes:g} min" if minutes else ""))
@@ -127,7 +128,7 @@ def build_base(
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    target = out if out is not None else demo_world.demo_dir() / "base-model"
+    target = out if out is not None else demo_files.demo_dir() / "base-model"
     typer.echo(
         f"{info['status']}: {info['steps']} steps, {info['tokens_seen']:,} tokens, train loss "
         f"{_fmt(info['final_train_loss'])}, eval loss {_fmt(info['final_eval_loss'])}, "
@@ -147,7 +148,7 @@ def probe(
     ),
 ) -> None:
     """What a demo model knows, by greedy raw-text completion of the corpus's own forms."""
-    from tuiapp.engine import demo_base
+    from tuiapp.demo import base as demo_base
 
     try:
         result = demo_base.probe(model, limit=limit)
@@ -158,7 +159,7 @@ def probe(
         if limit:
             typer.echo("error: --write stores full probes only; drop --limit", err=True)
             raise typer.Exit(2)
-        demo_base.record_probe(model if model is not None else demo_world.demo_dir() / "base-model", result)
+        demo_base.record_probe(model if model is not None else demo_files.demo_dir() / "base-model", result)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -182,12 +183,11 @@ def run_proof(
     """Train SFT, DPO, a reward model and PPO on the demo world, measure each model, store the proof."""
     from rich.console import Console
 
-    from tuiapp.engine.demo_proof import DemoOptions, DemoProofError, run_demo_proof
-
-    from .common import fail, open_ws, print_json
+    from tuiapp.cli.common import fail, open_ws, print_json
+    from tuiapp.demo.proof import DemoOptions, DemoProofError, run_demo_proof
 
     ws = open_ws(ctx)
-    if not (demo_world.demo_dir() / "base-model" / "config.json").exists():
+    if not (demo_files.demo_dir() / "base-model" / "config.json").exists():
         fail("the demo base model is not built; run `tuneloop demo build-base` first", code=2)
     options = DemoOptions(quick=quick, steps_scale=steps_scale, skip_existing=skip_existing,
                           limit=limit or (8 if quick else None),
@@ -220,8 +220,7 @@ def report(
 
     from store import NotFound
     from store.demo_proofs import get_demo_proof, latest_demo_proof
-
-    from .common import fail, open_ws, print_json
+    from tuiapp.cli.common import fail, open_ws, print_json
 
     ws = open_ws(ctx)
     try:

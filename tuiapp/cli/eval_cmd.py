@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, print_json
-from .generate_cmd import REF_HELP, make_params, open_generator
+from tuiapp.cli.common import fail, print_json
+from tuiapp.cli.generate_cmd import REF_HELP, make_params, open_generator
 
 
 def _fmt(value) -> str:
@@ -62,10 +62,10 @@ def eval_models(
     as_json: bool = typer.Option(False, "--json", help="Print per-model scores as JSON."),
 ) -> None:
     """Answer a prompt set with each model and score the answers; stored as an evaluation."""
-    from tuiapp.engine.evaluate import EvalError, load_prompt_set, run_eval
-    from tuiapp.engine.generate_common import GenerationError
-    from tuiapp.engine.gguf_check import GGUFFileError
-    from tuiapp.engine.model_refs import RefError
+    from tuiapp.engine.infer.evaluate import EvalError, load_prompt_set, run_eval
+    from tuiapp.engine.infer.gguf_file import GGUFFileError
+    from tuiapp.engine.infer.model_refs import RefError
+    from tuiapp.engine.infer.params import GenerationError
 
     refs = [r.strip() for r in models.split(",") if r.strip()]
     if not refs:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 app = typer.Typer(help="Export a run or model folder to GGUF.", add_completion=False)
 
@@ -90,8 +90,8 @@ def export(
 ) -> None:
     """Merge a run's adapter and write GGUF files (f16, q8_0, q4_k_m, ...), each checked for
     parity against the merged model and recorded in the store with its sha256."""
-    from tuiapp.engine.export import ExportError
-    from tuiapp.engine.export_job import parse_quants, plan_export, resolve_source, run_export
+    from tuiapp.engine.export.job import parse_quants, plan_export, resolve_source, run_export
+    from tuiapp.engine.export.steps import ExportError
 
     try:
         names = parse_quants(quant)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 REF_HELP = ("'base', a run id (7 or run:7), model:<id>, a model or adapter folder, or a .gguf file")
 
 
 def make_params(max_new_tokens: int, temperature: float, top_p: float, seed: int, stop: list[str] | None):
-    from tuiapp.engine.generate_common import GenerationError, GenerationParams
+    from tuiapp.engine.infer.params import GenerationError, GenerationParams
 
     try:
         return GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -30,7 +30,7 @@ def make_params(max_new_tokens: int, temperature: float, top_p: float, seed: int
 
 def open_generator(ctx: typer.Context, base: Path | None, device: str):
     """The workspace's store behind a Generator (``base`` overrides what REF 'base' means)."""
-    from tuiapp.engine.generate import Generator
+    from tuiapp.engine.infer.generate import Generator
 
     ws = open_ws(ctx)
     return Generator(ws.store, ws.home, base_dir=base, device=device), ws
@@ -61,9 +61,9 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print the answer and its figures as JSON."),
 ) -> None:
     """Answer one prompt with a model (base, a run, a folder or a GGUF file); the answer is stored."""
-    from tuiapp.engine.generate_common import GenerationError
-    from tuiapp.engine.gguf_check import GGUFFileError
-    from tuiapp.engine.model_refs import RefError
+    from tuiapp.engine.infer.gguf_file import GGUFFileError
+    from tuiapp.engine.infer.model_refs import RefError
+    from tuiapp.engine.infer.params import GenerationError
 
     params = make_params(max_new_tokens, temperature, top_p, seed, stop)
     params.chat = not raw

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 app = typer.Typer(help="Preference labelling tasks, export and statistics.", no_args_is_help=True)
 
@@ -35,10 +35,9 @@ def new(
     as_json: bool = typer.Option(False, "--json", help="Print the new task ids as JSON."),
 ) -> None:
     """Generate label tasks: each model answers each prompt, every pair becomes a task."""
-    from tuiapp.engine import labels
-    from tuiapp.engine.model_refs import RefError
-
-    from .generate_cmd import make_params, open_generator
+    from tuiapp.cli.generate_cmd import make_params, open_generator
+    from tuiapp.engine.infer.model_refs import RefError
+    from tuiapp.engine.label import tasks as labels
 
     if n is not None and n < 1:
         fail("--n must be at least 1", code=2)
@@ -84,7 +83,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the dataset version as JSON."),
 ) -> None:
     """Labels → a new immutable preference dataset version (ties and skips left out)."""
-    from tuiapp.engine import labels
+    from tuiapp.engine.label import tasks as labels
 
     ws = open_ws(ctx)
     try:
@@ -109,7 +108,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Label counts, pace, self-agreement and per-model win-rates (Bradley-Terry, 95% CI)."""
-    from tuiapp.engine import labels
+    from tuiapp.engine.label import tasks as labels
 
     ws = open_ws(ctx)
     st = labels.stats(ws.store, task_set)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
 
@@ -92,7 +92,7 @@ def show_run(
 
 
 def _runner(ws):
-    from tuiapp.engine.runner import Runner
+    from tuiapp.engine.jobs.runner import Runner
 
     return Runner(ws.store, ws.home)
 
@@ -138,7 +138,7 @@ def resume(
 ) -> None:
     """Continue a run from its newest complete checkpoint as a new run (same config, same
     trajectory; the new run's history starts with the old one's up to that checkpoint)."""
-    from .train_cmd import follow
+    from tuiapp.cli.train_cmd import follow
 
     ws = open_ws(ctx)
     runner = _runner(ws)

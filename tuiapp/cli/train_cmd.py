@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json
 
 app = typer.Typer(help="Start training jobs: SFT, continued pre-training, DPO (and its variants), "
                        "KTO, reward models, PPO, GRPO and RLOO.", no_args_is_help=True)
@@ -26,8 +26,8 @@ EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 1, "cancelled": 3}
 
 def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
            queue_only: bool, as_json: bool) -> None:
-    from tuiapp.engine.config import ConfigError, load_config
-    from tuiapp.engine.preflight import preflight
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.train.config import ConfigError, load_config
 
     try:
         cfg = load_config(config, sets or [], kind=kind)
@@ -61,7 +61,7 @@ def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
 
 
 def make_runner(ws: Any):
-    from tuiapp.engine.runner import Runner
+    from tuiapp.engine.jobs.runner import Runner
 
     return Runner(ws.store, ws.home)
 

@@ -172,7 +172,7 @@ class Engine:
                         "the engine has no workspace for training jobs; build it as "
                         "Engine(store=..., home=...) or call attach(store, home)"
                     )
-                from tuiapp.engine.runner import Runner
+                from tuiapp.engine.jobs.runner import Runner
 
                 self._runner = Runner(self._store, self._home)
             return self._runner
@@ -181,7 +181,7 @@ class Engine:
         """Preset files by name, only those of `kind` when given (read from their `kind` key)."""
         import tomllib
 
-        from tuiapp.engine import config
+        from tuiapp.engine.train import config
 
         found = {}
         for name, path in config.list_presets().items():
@@ -195,13 +195,13 @@ class Engine:
 
     def load_preset(self, path: str | Path) -> dict[str, Any]:
         """A preset's full, validated config as a dict (kind included); ConfigError if bad."""
-        from tuiapp.engine import config
+        from tuiapp.engine.train import config
 
         return config.load_config(path).to_dict()
 
     def config_fields(self, kind: str) -> list[dict[str, Any]]:
         """The form of a job kind: name, type, default, help, choices, group per field."""
-        from tuiapp.engine import config
+        from tuiapp.engine.train import config
 
         return config.field_help(config.config_class(kind))
 
@@ -211,7 +211,7 @@ class Engine:
         Returns (config, {}) or (None, {field: message}): every field that cannot be parsed,
         else the first rule the config itself refuses.
         """
-        from tuiapp.engine import config
+        from tuiapp.engine.train import config
 
         cls = config.config_class(kind)
         typed: dict[str, Any] = {}
@@ -232,7 +232,7 @@ class Engine:
 
     def preflight(self, job_config: Any) -> dict[str, Any]:
         """Pre-flight a config (loads the tokenizer, reads the model config: call from a worker)."""
-        from tuiapp.engine.preflight import preflight
+        from tuiapp.engine.jobs.preflight import preflight
 
         runner = self._runner_for_jobs()
         report = preflight(job_config, runner.store, runner.home)
@@ -244,7 +244,7 @@ class Engine:
         """Queue a job (pre-flight reused if this exact config was just checked) and, with
         `start`, start it now unless another job is running. Returns the run row; raises
         JobRefusedError when pre-flight refuses."""
-        from tuiapp.engine.preflight import preflight
+        from tuiapp.engine.jobs.preflight import preflight
 
         runner = self._runner_for_jobs()
         with self._runner_lock:
@@ -304,7 +304,7 @@ class Engine:
         loaded base model."""
         with self._runner_lock:
             if getattr(self, "_generator", None) is None:
-                from tuiapp.engine.generate import Generator
+                from tuiapp.engine.infer.generate import Generator
 
                 self._generator = Generator(self._store, self._home)
             return self._generator
@@ -325,7 +325,7 @@ class Engine:
                         cancel: threading.Event | None = None) -> Any:
         """Stream Chunks of `ref`'s answer (stored when finished; the last chunk's meta has the
         generation id). `params` is a GenerationParams or a dict of its fields."""
-        from tuiapp.engine.generate import GenerationParams
+        from tuiapp.engine.infer.generate import GenerationParams
 
         if params is None or isinstance(params, dict):
             params = GenerationParams(**(params or {}))
@@ -335,8 +335,8 @@ class Engine:
                  params: Any = None, limit: int | None = None, progress: Any = None) -> dict:
         """Batch evaluation through the shared Generator; stored as an evaluation (see
         evaluate.run_eval for the result's shape)."""
-        from tuiapp.engine import evaluate
-        from tuiapp.engine.generate import GenerationParams
+        from tuiapp.engine.infer import evaluate
+        from tuiapp.engine.infer.generate import GenerationParams
 
         if params is None or isinstance(params, dict):
             params = GenerationParams(**(params or {}))
@@ -377,21 +377,22 @@ class Engine:
 
     def label_stats(self, store: Any, task_set: str | None = None, n_boot: int = 500) -> dict:
         """Counts, pace, self-agreement and win-rates (labels.stats)."""
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         return labels.stats(store, task_set, n_boot=n_boot)
 
     def win_rates(self, store: Any, task_set: str | None = None, n_boot: int = 1000) -> dict:
         """Per pair of models wins/ties/losses and Bradley-Terry strengths with 95% intervals,
         from live labels (repeats left out) — for the Label and Runs screens."""
-        from tuiapp.engine import labels, winrate
+        from tuiapp.engine.label import tasks as labels
+        from tuiapp.engine.label import winrate
 
         return winrate.summarize(labels.comparisons(store, task_set), n_boot=n_boot)
 
     def export_labels(self, store: Any, task_set: str | None = None,
                       out: str | Path | None = None) -> Any:
         """Live labels -> a new immutable preference dataset version (labels.export)."""
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         return labels.export(store, task_set, out, home=self._home)
 
@@ -400,7 +401,7 @@ class Engine:
                            on_task: Any = None, on_done: Any = None, on_error: Any = None) -> Any:
         """Start making label tasks in a background thread, `ahead` tasks ahead of the
         labeller (labels.TaskFeeder, started). Raises LabelsError for bad REFs or prompts."""
-        from tuiapp.engine import labels
+        from tuiapp.engine.label import tasks as labels
 
         return labels.TaskFeeder(store, self.generator(), refs, prompts, task_set=task_set, n=n,
                                  ahead=ahead, on_task=on_task, on_done=on_done,

@@ -3,7 +3,7 @@ process with a progress bar and cancel, and read each file's size, sha256 and pa
 
 Nothing heavy happens in the TUI process. Predicted sizes come from a thread worker reading
 config.json and safetensors headers (numpy only). The export itself is
-``python -m tuiapp.engine.export_child`` (merge, GGUF, quantize, parity, store rows); a thread
+``python -m tuiapp.engine.export.child`` (merge, GGUF, quantize, parity, store rows); a thread
 worker reads its JSON lines and posts messages. A crash or OOM kills the child, not the TUI, and
 what it left unchecked is removed (see export_child).
 """
@@ -217,7 +217,7 @@ class ExportScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="export-plan", exit_on_error=False)
     def plan(self, key: tuple) -> None:
-        from tuiapp.engine.export_child import plan_sizes  # numpy + safetensors headers only
+        from tuiapp.engine.export.child import plan_sizes  # numpy + safetensors headers only
 
         try:
             plan = plan_sizes(key[0], self.store, list(key[1]))
@@ -258,7 +258,7 @@ class ExportScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="export-sources", exit_on_error=False)
     def load_sources(self) -> None:
-        from tuiapp.engine.export_child import export_sources  # no torch: paths and rows only
+        from tuiapp.engine.export.child import export_sources  # no torch: paths and rows only
 
         try:
             sources, exports = export_sources(self.store), export_rows(self.store)
@@ -337,7 +337,7 @@ class ExportScreen(AreaScreen):
 
     @work(thread=True, group="export-run", exit_on_error=False)
     def run_export(self, ref: str, quants: list[str], ollama: bool, card: bool, out: str) -> None:
-        from tuiapp.engine.export_child import ExportProcess, died_message
+        from tuiapp.engine.export.child import ExportProcess, died_message
 
         try:
             process = ExportProcess(self.settings.home, self.store.path, ref, quants,

@@ -25,12 +25,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tuiapp.engine.labels import LabelWriter, display_swapped, make_repeat
+from tuiapp.engine.label.tasks import LabelWriter, display_swapped, make_repeat
 from tuiapp.messages import (
     LabelFeederEnded,
     LabelQueueLoaded,
     LabelSaved,
-    LabelStatsReady,
     LabelTaskReady,
     LabelUndone,
     WorkFailed,
@@ -38,9 +37,9 @@ from tuiapp.messages import (
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_blind import to_candidate_order
 from tuiapp.screens.label_modals import EditAnswerScreen, NewTasksScreen, PairText
+from tuiapp.screens.label_stats import LabelStatsPanel
 from tuiapp.widgets.preference_bar import PreferenceBar
 
-CHOICES = ("a", "b", "tie", "both_bad", "skip")
 SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad",
         "skip": "skipped"}
 KEYS_LINE = ("1/← A better · 2/→ B better · t tie · b both bad · s skip · e/E rewrite A/B · "
@@ -72,7 +71,7 @@ def pair_for(task: Any) -> Pair:
     return Pair(task, task.prompt, task.system, task.candidates, display_swapped(task))
 
 
-class LabelScreen(AreaScreen):
+class LabelScreen(LabelStatsPanel, AreaScreen):
     AREA = "label"
     AREA_TITLE = "Label"
     BINDINGS = [
@@ -468,85 +467,8 @@ class LabelScreen(AreaScreen):
 
     # ---- stats panel ---------------------------------------------------------------------
 
-    def _stats_tick(self) -> None:
-        # The panel (bootstrap included) waits for a pause in the typing: while labels come
-        # fast it would only compete with the saves; the status line keeps the count meanwhile.
-        idle = time.perf_counter() - self._last_key_at >= self.stats_idle
-        if idle and not self.saving:
-            self._collect_if_due()
-        if self._stats_dirty and not self._stats_running and idle:
-            self.refresh_stats()
-
-    def refresh_stats(self) -> None:
-        self._stats_dirty = False
-        self._last_key_at = 0.0
-        self._stats_running = True
-        self.load_stats(self.task_set)
-
-    @work(thread=True, exclusive=True, group="label-stats", exit_on_error=False)
-    def load_stats(self, task_set: str | None) -> None:
-        try:
-            stats_of = getattr(self.engine, "label_stats", None)
-            if stats_of is None:  # an engine without labelling still gets the store's counts
-                from tuiapp.engine import labels
-
-                stats_of = labels.stats
-            stats = stats_of(self.store, task_set)
-            live = self.store.live_labels()
-            facts = {"task set": task_set or "–", "live labels": str(len(live)),
-                     "label tasks": str(len(self.store.list_label_tasks()))}
-        except Exception as exc:
-            self.post_message(WorkFailed("label stats", str(exc) or type(exc).__name__))
-            self.post_message(LabelStatsReady(task_set, {}, {}, []))
-            return
-        by = stats.get("by_choice", {})
-        choices = [(c, by[c]) for c in CHOICES if by.get(c)]
-        self.post_message(LabelStatsReady(task_set, stats, facts, choices))
-
-    def on_label_stats_ready(self, message: LabelStatsReady) -> None:
-        self._stats_running = False
-        if not message.facts:
-            return
-        self.stats, st = message.stats, message.stats
-        facts = dict(message.facts)
-        facts["done"] = f"{st['labelled']}/{st['tasks']}"
-        if self.session_labels and self.session_ms:
-            facts["pace"] = (f"{60000 * self.session_labels / self.session_ms:.1f}/min · "
-                             f"{self.session_ms / self.session_labels / 1000:.1f} s/label")
-        elif st.get("labels_per_minute"):
-            facts["pace"] = f"{st['labels_per_minute']:.1f}/min"
-        self.facts = facts
-        text = Text()
-        for label, value in facts.items():
-            text.append(f"{label}: ", style="bold")
-            text.append(f"{value}\n")
-        text.rstrip()
-        self.query_one("#facts", Static).update(text)
-        self.query_one("#label-agreement", Static).update(agreement_text(st["agreement"]))
-        table = self.query_one("#label-choices", DataTable)
-        table.clear()
-        for choice, count in message.choices:
-            table.add_row(choice, str(count))
-        table.display = bool(message.choices)
-        self.query_one("#label-choices-empty").display = not message.choices
-        self.query_one("#label-winrates", PreferenceBar).show(st["win_rates"])
-
     def _status(self, text: Text) -> None:
         self._status_line.update(text, layout=False)  # two fixed lines: no re-layout
 
     def on_work_failed(self, message: WorkFailed) -> None:
         self.notify(f"{message.what} failed: {message.error}", severity="error", timeout=8)
-
-
-def agreement_text(ag: dict) -> Text:
-    """The label-noise meter: self-agreement on repeated pairs as a bar."""
-    text = Text()
-    text.append("Self-agreement ", style="bold")
-    if not ag.get("pairs"):
-        return text.append("– (no repeats labelled yet)", style="dim")
-    rate = ag["rate"]
-    filled = round(rate * 20)
-    text.append("█" * filled, style="#87d75f")
-    text.append("█" * (20 - filled), style="#ff5f5f")
-    text.append(f" {ag['agree']}/{ag['pairs']} ({rate:.0%})\nlabel noise ≈ {ag['noise']:.0%}")
-    return text

@@ -181,7 +181,8 @@ def run_evaluations(store: Any, run_id: int, limit: int = 8) -> list[dict[str, A
 def run_win_rates(store: Any, run_id: int, n_boot: int = 200) -> dict[str, Any]:
     """Win-rates from every preference label whose pair has this run on one side
     (`winrate.summarize`'s dict), with the run's refs folded into one name."""
-    from tuiapp.engine import labels, winrate
+    from tuiapp.engine.label import tasks as labels
+    from tuiapp.engine.label import winrate
 
     refs = run_refs(run_id)
     name = f"run:{run_id}"

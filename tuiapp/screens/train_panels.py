@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from tuiapp.engine.resolve import EXPECTED_KINDS
+from tuiapp.engine.jobs.resolve import EXPECTED_KINDS
 from tuiapp.screens.run_rows import short_time
 
 GiB = 2**30

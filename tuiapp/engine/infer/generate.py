@@ -1,0 +1,500 @@
+"""Generation backends: one loaded transformers base with LoRA adapters hot-swapped, and llama.cpp
+for GGUF files. Both stream ``Chunk``s from a manual decode loop with a KV cache, so per-token
+timing and stop handling are exact and both use the same sampler (see generate_common).
+
+Thread-safety: a backend runs one generation at a time. ``generate`` takes the backend's lock
+when the iterator starts and releases it when the iterator finishes or is closed, so several
+threads (one per compare pane) may share a backend and simply take turns; every answer from
+adapters on one base shares that base's lock. Always exhaust or ``close()`` the iterator (or use
+``cancel``, a threading.Event checked between tokens) so the lock is released promptly.
+
+torch / transformers / peft / llama_cpp are imported inside the backends: importing is free.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuiapp.engine.infer.params import (
+    STOP_TOKEN_TEXTS,
+    Chunk,
+    GenerationError,
+    GenerationParams,
+    Sampler,
+    TextStream,
+    messages_for,
+    render_chat,
+)
+
+__all__ = ["Chunk", "GenerationError", "GenerationParams", "TransformersBackend", "LlamaCppBackend",
+           "model_fingerprint"]
+
+
+def _decode_loop(step, first_logits, prompt_len: int, stream: TextStream, stop_ids: set[int],
+                 params: GenerationParams, t0: float, cancel, budget: int) -> Iterator[Chunk]:
+    """The shared loop: sample from ``first_logits``, feed the token with ``step(token) ->
+    logits``, stream text increments, finish with the figures."""
+    sample = Sampler(params)
+    logits, n, first_at, reason = first_logits, 0, None, "length"
+    for _ in range(budget):
+        if cancel is not None and cancel.is_set():
+            reason = "cancelled"
+            break
+        token = sample(logits)
+        if token in stop_ids:
+            reason = "eos"
+            break
+        n += 1
+        piece, stopped = stream.push(token)
+        if first_at is None:
+            first_at = time.perf_counter() - t0
+        if piece:
+            yield Chunk(piece, tokens=n)
+        if stopped:
+            reason = "stop"
+            break
+        if n < budget:
+            logits = step(token)
+    tail = stream.flush()
+    if tail:
+        yield Chunk(tail, tokens=n)
+    latency = time.perf_counter() - t0
+    yield Chunk(stream.text, done=True, tokens=n, latency_s=latency, first_token_s=first_at,
+                tokens_per_s=n / latency if latency > 0 else None, finish_reason=reason,
+                prompt_tokens=prompt_len)
+
+
+# ------------------------------------------------------------------ adapters and bases
+
+
+def model_fingerprint(folder: str | Path) -> str:
+    """A cheap identity of a model folder: its config's shape keys, its tensor headers and the
+    first and last 64 KiB of each weights file. Two different random inits or a fine-tuned copy
+    differ; copying the folder elsewhere does not."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    cfg_path = folder / "config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        keys = ("architectures", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                "num_attention_heads", "num_key_value_heads")
+        h.update(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True).encode())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f.name.encode() + str(size).encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(65536))
+            fh.seek(max(0, size - 65536))
+            h.update(fh.read(65536))
+    return h.hexdigest()
+
+
+def adapter_base(adapter_dir: Path) -> str | None:
+    cfg = adapter_dir / "adapter_config.json"
+    if not cfg.exists():
+        raise GenerationError(f"{adapter_dir}: no adapter_config.json; this is not a LoRA adapter folder.")
+    return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+def _merge_in_memory(model, adapters: tuple[Path, ...]):
+    """The start model of an aligned run: each adapter merged into the weights, in order."""
+    from peft import PeftModel
+
+    for folder in adapters:
+        try:
+            model = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise GenerationError(f"cannot merge the start adapter {folder}: {first}") from None
+    return model
+
+
+def cpu_generation_threads() -> int:
+    """Torch threads for CPU generation: OMP_NUM_THREADS when the user set it; else 1 on a box of
+    2 cores or fewer (token-by-token decoding of a small model is Python-bound, and a second
+    thread on a busy 2-core machine was measured 25x slower), else min(4, cores // 2)."""
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = os.cpu_count() or 1
+    return 1 if cpus <= 2 else min(4, cpus // 2)
+
+
+class TransformersBackend:
+    """One base model loaded once; ``adapter=None`` answers as the base (adapters disabled), an
+    adapter folder answers as that run. Up to ``adapter_cache_size`` adapters stay loaded; the
+    least recently used one is deleted beyond that.
+
+    ``merge_adapters``: adapters merged into the base in memory first (an aligned run's SFT start);
+    the backend then stands for that start model, and its runs' adapters are swapped on top."""
+
+    def __init__(self, base_dir: str | Path, load_in_4bit: bool = False, device: str = "auto",
+                 adapter_cache_size: int = 4, dtype: str = "auto", merge_adapters=()):
+        from transformers import AutoModelForCausalLM
+
+        from tuiapp.engine.train import modeling
+
+        if adapter_cache_size < 1:
+            raise GenerationError("adapter_cache_size must be at least 1")
+        self.base_dir = Path(base_dir).resolve()
+        if not (self.base_dir / "config.json").exists():
+            raise GenerationError(f"{self.base_dir} is not a Hugging Face model folder (no config.json)")
+        self.device = modeling.pick_device(device)
+        if self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(cpu_generation_threads())
+        torch_dtype = modeling.pick_dtype(dtype, self.device)
+        self.tokenizer = modeling.load_tokenizer(str(self.base_dir))
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if load_in_4bit:
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise GenerationError("load_in_4bit needs bitsandbytes (pip install bitsandbytes)") from None
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                               bnb_4bit_compute_dtype=torch_dtype)
+            kwargs["device_map"] = {"": self.device if self.device == "cpu" else 0}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(self.base_dir), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise GenerationError(f"cannot load the model {self.base_dir}: {exc}") from None
+        if not load_in_4bit:
+            model.to(self.device)
+        if len(self.tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(self.tokenizer))
+        self.merged = tuple(Path(a).resolve() for a in merge_adapters)
+        if self.merged:
+            if load_in_4bit:
+                raise GenerationError("an aligned run's start adapter cannot be merged into a 4-bit base; "
+                                      "load it without load_in_4bit")
+            model = _merge_in_memory(model, self.merged)
+        self.model = model.eval()
+        self.peft = None                      # the PeftModel wrapping self.model once an adapter loads
+        self.adapters: OrderedDict[str, str] = OrderedDict()   # adapter path -> adapter name, LRU order
+        self.cache_size = adapter_cache_size
+        self.lock = threading.Lock()
+        self._names = 0
+        self._fingerprint: str | None = None
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> set[int]:
+        tok, ids = self.tokenizer, set()
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or []))
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in STOP_TOKEN_TEXTS if t in vocab)
+        return ids
+
+    # ---- adapters
+
+    def _check_base(self, adapter_dir: Path) -> None:
+        recorded = adapter_base(adapter_dir)
+        if not recorded or not Path(recorded).is_dir():
+            return  # a hub id or a moved folder: the shape check at load time is what remains
+        theirs = Path(recorded).resolve()
+        if theirs == self.base_dir:
+            return
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.base_dir)
+        if model_fingerprint(theirs) != self._fingerprint:
+            raise GenerationError(
+                f"the adapter {adapter_dir} was trained on {theirs}, not on {self.base_dir}; "
+                "its answers on this base would mean nothing. Load it on its own base.")
+
+    def loaded_adapters(self) -> list[str]:
+        """Adapter folders currently loaded, least recently used first."""
+        return list(self.adapters)
+
+    def _activate(self, adapter: str | Path) -> None:
+        key = str(Path(adapter).resolve())
+        if key in self.adapters:
+            self.adapters.move_to_end(key)
+            self.peft.set_adapter(self.adapters[key])
+            return
+        path = Path(key)
+        self._check_base(path)
+        self._names += 1
+        name = f"adapter{self._names}"
+        try:
+            if self.peft is None:
+                from peft import PeftModel
+
+                self.peft = PeftModel.from_pretrained(self.model, key, adapter_name=name, is_trainable=False)
+                self.peft.eval()
+            else:
+                self.peft.load_adapter(key, adapter_name=name, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise GenerationError(f"the adapter {path} does not fit the base {self.base_dir} "
+                                  f"(trained on another base?): {first}") from None
+        self.peft.set_adapter(name)
+        self.adapters[key] = name
+        while len(self.adapters) > self.cache_size:
+            _, oldest = self.adapters.popitem(last=False)
+            self.peft.delete_adapter(oldest)
+
+    # ---- generation
+
+    def prompt_ids(self, prompt: str | list[dict], params: GenerationParams,
+                   system: str | None = None) -> list[int]:
+        tok = self.tokenizer
+        if not params.chat:
+            return list(tok(str(prompt), add_special_tokens=True)["input_ids"])
+        text = tok.apply_chat_template(messages_for(prompt, system), tokenize=False,
+                                       add_generation_prompt=True)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, adapter: str | Path | None, prompt: str | list[dict],
+                 params: GenerationParams | None = None, *, system: str | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Stream an answer as the base (``adapter=None``) or as the adapter in that folder."""
+        import contextlib
+
+        import torch
+
+        params = params or GenerationParams()
+        t0 = time.perf_counter()
+        ids = self.prompt_ids(prompt, params, system)
+        budget = params.max_new_tokens
+        if self.max_positions:
+            if len(ids) >= self.max_positions:
+                raise GenerationError(f"the prompt is {len(ids)} tokens; the model takes at most "
+                                      f"{self.max_positions}. Shorten it.")
+            budget = min(budget, self.max_positions - len(ids))
+        stream = TextStream(lambda t: self.tokenizer.decode(t, skip_special_tokens=True), params.stop)
+        with self.lock:
+            if adapter is None:
+                model = self.peft if self.peft is not None else self.model
+                scope = self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()
+            else:
+                self._activate(adapter)
+                model, scope = self.peft, contextlib.nullcontext()
+            with scope, torch.inference_mode():
+                state: dict[str, Any] = {"past": None}
+
+                def forward(tokens: list[int]):
+                    x = torch.tensor([tokens], device=self.device)
+                    out = model(input_ids=x, past_key_values=state["past"], use_cache=True)
+                    state["past"] = out.past_key_values
+                    return out.logits[0, -1].float().cpu().numpy()
+
+                yield from _decode_loop(lambda tok: forward([tok]), forward(ids), len(ids), stream,
+                                        self.stop_ids, params, t0, cancel, budget)
+
+    def close(self) -> None:
+        self.peft = None
+        self.model = None
+        self.adapters.clear()
+
+
+# ------------------------------------------------------------------ llama.cpp
+
+
+def _template_beside(gguf_path: Path) -> str | None:
+    """The HF chat template stored next to a GGUF (an export folder keeps the tokenizer files)."""
+    folder = gguf_path.parent
+    jinja = folder / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text(encoding="utf-8")
+    cfg = folder / "tokenizer_config.json"
+    if cfg.exists():
+        template = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            return template
+    return None
+
+
+class LlamaCppBackend:
+    """A GGUF file in llama.cpp. The chat template is rendered by us (the HF template next to the
+    file, else the file's own ``tokenizer.chat_template``, else ChatML) exactly as transformers
+    renders it, so a GGUF and its source model see the same prompt tokens."""
+
+    def __init__(self, gguf_path: str | Path, n_ctx: int = 2048, n_threads: int | None = None):
+        import os
+
+        import llama_cpp
+
+        from tuiapp.engine.infer.gguf_file import GGUFFileError, capture_llama_logs, inspect_gguf
+        from tuiapp.engine.train.modeling import CHATML_TEMPLATE
+
+        self.path = Path(gguf_path).resolve()
+        inspect_gguf(self.path)  # raises GGUFFileError in words before llama.cpp can abort
+        threads = n_threads or max(1, min(4, os.cpu_count() or 1))
+        try:
+            with capture_llama_logs() as lines:
+                self.llm = llama_cpp.Llama(str(self.path), n_ctx=n_ctx, n_threads=threads,
+                                           n_threads_batch=threads, logits_all=False, verbose=False)
+        except ValueError:
+            reason = next((ln.strip() for ln in lines if "error" in ln.lower()), "no reason given")
+            raise GGUFFileError(f"{self.path}: llama.cpp could not load it: {reason}") from None
+        self.n_ctx = n_ctx
+        self.n_vocab = self.llm.n_vocab()
+        meta = self.llm.metadata
+        self.template = _template_beside(self.path) or meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.bos_text = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
+        self.eos_text = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
+        self.add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self.stop_ids = {self.llm.token_eos()}
+        for text in STOP_TOKEN_TEXTS:
+            ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                self.stop_ids.add(ids[0])
+        self.lock = threading.Lock()
+        atexit.register(self.close)
+
+    def _token_text(self, token_id) -> str:
+        if token_id is None:
+            return ""
+        return self.llm.detokenize([int(token_id)], special=True).decode("utf-8", "replace")
+
+    def prompt_ids(self, prompt: str | list[dict], params: GenerationParams,
+                   system: str | None = None) -> list[int]:
+        if not params.chat:
+            return self.llm.tokenize(str(prompt).encode(), add_bos=self.add_bos, special=False)
+        text = render_chat(self.template, messages_for(prompt, system), bos_token=self.bos_text,
+                           eos_token=self.eos_text)
+        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def _logits(self):
+        import numpy as np
+
+        # llama.cpp keeps only the last position's logits when logits_all is off.
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
+
+    def generate(self, adapter: None, prompt: str | list[dict], params: GenerationParams | None = None,
+                 *, system: str | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Stream an answer. ``adapter`` must be None (a GGUF has its weights merged)."""
+        if adapter is not None:
+            raise GenerationError("a GGUF model has no adapters to switch; export the run to GGUF instead")
+        if self.llm is None:
+            raise GenerationError(f"{self.path} was closed")
+        params = params or GenerationParams()
+        t0 = time.perf_counter()
+        ids = self.prompt_ids(prompt, params, system)
+        if len(ids) >= self.n_ctx:
+            raise GenerationError(f"the prompt is {len(ids)} tokens; the context is {self.n_ctx}. "
+                                  "Shorten it or raise n_ctx.")
+        budget = min(params.max_new_tokens, self.n_ctx - len(ids))
+
+        def decode(tokens: list[int]) -> str:
+            return self.llm.detokenize(tokens, special=False).decode("utf-8", "replace")
+
+        stream = TextStream(decode, params.stop)
+        with self.lock:
+            self.llm.reset()
+            self.llm.eval(ids)
+
+            def step(token: int):
+                self.llm.eval([token])
+                return self._logits()
+
+            yield from _decode_loop(step, self._logits(), len(ids), stream, self.stop_ids, params,
+                                    t0, cancel, budget)
+
+    def close(self) -> None:
+        """Free the model now; llama.cpp's destructor misbehaves at interpreter exit."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
+            atexit.unregister(self.close)
+
+
+# ------------------------------------------------------------------ the facade
+
+
+class Generator:
+    """REFs in, streamed answers out, every finished answer stored.
+
+    One TransformersBackend per base folder (so "base" and any number of runs on it share one
+    loaded model and one lock) and one LlamaCppBackend per GGUF file. ``backend_factory(kind,
+    path)`` replaces how backends are built (tests inject scripted ones).
+    """
+
+    def __init__(self, store: Any, home: str | Path | None = None, *, base_dir: str | Path | None = None,
+                 device: str = "auto", load_in_4bit: bool = False, adapter_cache_size: int = 4,
+                 n_ctx: int = 2048, n_threads: int | None = None, backend_factory=None):
+        self.store = store
+        self.home = Path(home) if home else None
+        self.base_dir = base_dir
+        self._options = dict(device=device, load_in_4bit=load_in_4bit, adapter_cache_size=adapter_cache_size)
+        self._gguf_options = dict(n_ctx=n_ctx, n_threads=n_threads)
+        self._factory = backend_factory
+        self._backends: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()  # guards the backend table, not the generations
+
+    def resolve(self, ref: str):
+        from tuiapp.engine.infer.model_refs import resolve_ref
+
+        return resolve_ref(ref, self.store, self.base_dir)
+
+    def backend_for(self, model_ref) -> Any:
+        """One backend per GGUF file, and one per (base folder, adapters merged into it): an
+        aligned run's SFT start is a different model from the plain base."""
+        kind, path = ("gguf", str(model_ref.gguf_path)) if model_ref.kind == "gguf" else ("hf", str(model_ref.base_dir))
+        merges = tuple(str(m) for m in getattr(model_ref, "merge_dirs", ()) or ())
+        with self._lock:
+            backend = self._backends.get((kind, path, merges))
+            if backend is None:
+                if self._factory is not None:
+                    backend = self._factory(kind, path, *([merges] if merges else []))
+                elif kind == "gguf":
+                    backend = LlamaCppBackend(path, **self._gguf_options)
+                else:
+                    backend = TransformersBackend(path, **self._options, merge_adapters=merges)
+                self._backends[(kind, path, merges)] = backend
+            return backend
+
+    def generate(self, ref, prompt: str | list[dict], params: GenerationParams | None = None, *,
+                 system: str | None = None, cancel: threading.Event | None = None,
+                 store_result: bool = True) -> Iterator[Chunk]:
+        """Stream the answer of ``ref`` (a REF string or a resolved ModelRef). The final chunk's
+        ``meta`` carries the ref, label and (when stored) the generation id."""
+        model_ref = self.resolve(ref) if isinstance(ref, str) else ref
+        params = params or GenerationParams()
+        backend = self.backend_for(model_ref)
+        adapter = model_ref.adapter_dir if model_ref.kind == "adapter" else None
+        for chunk in backend.generate(adapter, prompt, params, system=system, cancel=cancel):
+            if chunk.done:
+                chunk.meta.update(ref=model_ref.ref, label=model_ref.label)
+                if store_result and self.store is not None:
+                    text_prompt = prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False)
+                    row = self.store.add_generation(
+                        model_ref.ref, text_prompt, chunk.text,
+                        params={**params.to_dict(), "finish_reason": chunk.finish_reason,
+                                "tokens_per_s": chunk.tokens_per_s, "first_token_s": chunk.first_token_s},
+                        latency_s=chunk.latency_s, tokens=chunk.tokens, system=system,
+                        run_id=model_ref.run_id)
+                    chunk.meta["generation_id"] = row.id
+            yield chunk
+
+    def complete(self, ref, prompt: str | list[dict], params: GenerationParams | None = None, *,
+                 system: str | None = None, store_result: bool = True) -> Chunk:
+        """The final chunk of a whole generation (no streaming)."""
+        final = None
+        for chunk in self.generate(ref, prompt, params, system=system, store_result=store_result):
+            final = chunk
+        return final
+
+    def close(self) -> None:
+        with self._lock:
+            for backend in self._backends.values():
+                close = getattr(backend, "close", None)
+                if close:
+                    close()
+            self._backends.clear()

@@ -1,0 +1,174 @@
+"""The child process of a job: ``python -m tuiapp.engine.jobs.child RUN_DIR``.
+
+It reads ``RUN_DIR/job.json`` (written by the Runner), imports the algorithm, trains with a
+JSON-lines sink (``RUN_DIR/events.jsonl``) and turns any exception into an ``error`` event a
+person can act on; the full traceback goes to ``RUN_DIR/error.log``, never to the UI.
+Exit codes: 0 completed, 1 failed, 3 cancelled. It never touches the store: the parent
+replays the events, so a crash here cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tuiapp.engine.context import JobContext, request_stop
+from tuiapp.engine.events import JsonlSink, make_event
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
+CHILD_MARKER = "tuiapp.engine.jobs.child"   # in the child's command line: recover() checks it
+
+_PHASE_WORDS = {
+    "load_data": "loading the data",
+    "load_model": "loading the model",
+    "train": "training",
+    "save": "saving",
+    "start": "starting",
+}
+
+
+class _WatchingSink:
+    """Passes events on and remembers the phase and whether the algorithm reported done."""
+
+    def __init__(self, inner: JsonlSink) -> None:
+        self.inner = inner
+        self.phase = "start"
+        self.done: dict[str, Any] | None = None
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "phase":
+            self.phase = str(event.get("phase", self.phase))
+        elif event.get("event") == "done":
+            self.done = event
+        self.inner.emit(event)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def load_algorithm(spec: str):
+    """'package.module:function' or '/path/to/file.py:function'."""
+    target, _, func = spec.rpartition(":")
+    if not target or not func:
+        raise ValueError(f"algorithm {spec!r} is not 'module:function'")
+    if target.endswith(".py"):
+        loaded = importlib.util.spec_from_file_location(Path(target).stem, target)
+        if loaded is None or loaded.loader is None:
+            raise ImportError(f"cannot load {target}")
+        module = importlib.util.module_from_spec(loaded)
+        loaded.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    return getattr(module, func)
+
+
+def describe_error(exc: BaseException, phase: str, config: Any, run_dir: Path) -> dict[str, Any]:
+    """An ``error`` event: what went wrong, where, and the first thing to try."""
+    from tuiapp.engine.jobs.preflight import memory_knob
+    from tuiapp.engine.train.config import ConfigError
+
+    where = _PHASE_WORDS.get(phase, phase)
+    text = str(exc).strip()
+    first = text.splitlines()[0][:300] if text else type(exc).__name__
+    if _is_oom(exc):
+        asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
+        free = re.search(r"([\d.]+ [KMGT]i?B) (?:is )?free", text)
+        memo = ""
+        if asked:
+            memo = f" It asked for {asked.group(1)}"
+            memo += f" with {free.group(1)} free." if free else "."
+        knob = memory_knob(config) if config is not None else "lower batch_size"
+        message = f"Out of memory while {where}.{memo} First knob to turn: {knob}."
+        return {"kind": "oom", "phase": phase, "message": message}
+    if isinstance(exc, ConfigError):
+        return {"kind": "config", "phase": phase, "message": f"Config problem: {text}"}
+    if _is_data_error(exc):
+        return {"kind": "data", "phase": phase,
+                "message": f"Data problem while {where}: {first}"}
+    return {"kind": "crash", "phase": phase,
+            "message": f"{type(exc).__name__} while {where}: {first}. The full traceback is in "
+                       f"{run_dir / 'error.log'}."}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    names = [c.__name__ for c in type(exc).__mro__]
+    return any("Data" in n or "Dataset" in n for n in names) or hasattr(exc, "problems")
+
+
+def run_job(run_dir: Path) -> int:
+    job = json.loads((run_dir / "job.json").read_text(encoding="utf-8"))
+    sink = _WatchingSink(JsonlSink(run_dir / "events.jsonl"))
+    ctx = JobContext(
+        output_dir=run_dir, sink=sink,
+        resume_from=Path(job["resume_from"]) if job.get("resume_from") else None,
+        run_id=job.get("run_id"),
+        dataset_path=Path(job["dataset_path"]) if job.get("dataset_path") else None,
+        base_model_path=job.get("base_model_path"),
+    )
+    if job.get("start"):
+        from tuiapp.engine.train.policy import StartPoint
+
+        ctx.start = StartPoint.from_dict(job["start"])  # alignment jobs: policy.load_start_model reads it
+    # SIGTERM (system shutdown, `kill`) asks for the same cooperative stop as cancel.
+    signal.signal(signal.SIGTERM, lambda *_: request_stop(run_dir))
+    config = None
+    try:
+        from tuiapp.engine.train.config import from_dict
+
+        config = from_dict(job["kind"], job["config"])
+        train = load_algorithm(job["algorithm"])
+        result = train(config, ctx) or {}
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a readable event
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        try:
+            info = describe_error(exc, sink.phase, config, run_dir)
+        except Exception:  # noqa: BLE001 - the message must get out even if wording fails
+            info = {"kind": "crash", "phase": sink.phase,
+                    "message": f"{type(exc).__name__}; see {run_dir / 'error.log'}"}
+        # Built by hand: the error event's own "kind" field would collide with make_event's.
+        sink.emit({"event": "error", "t": time.time(), **info})
+        sink.close()
+        return EXIT_FAILED
+    status = _result_status(result, ctx, sink)
+    if sink.done is None:
+        safe = {k: v for k, v in result.items() if k not in ("event", "t", "status", "output_dir")}
+        sink.emit(make_event("done", status=status, output_dir=str(run_dir), **safe))
+    sink.close()
+    return EXIT_CANCELLED if status == "cancelled" else EXIT_OK
+
+
+def _result_status(result: dict[str, Any], ctx: JobContext, sink: _WatchingSink) -> str:
+    if sink.done is not None and sink.done.get("status") in ("completed", "cancelled"):
+        return sink.done["status"]
+    if result.get("status") in ("completed", "cancelled"):
+        return result["status"]
+    if result.get("cancelled") or ctx.stop_requested():
+        return "cancelled"
+    return "completed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m tuiapp.engine.jobs.child RUN_DIR", file=sys.stderr)
+        return 2
+    return run_job(Path(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""Pre-flight: what a job will cost and whether it can work, before anything is queued.
+
+It resolves the model and dataset, counts total and trainable parameters on the meta device (no
+weights loaded), estimates peak memory, measures the data with the real tokenizer, and refuses
+with a reason a person can act on: a missing model folder, the wrong kind of dataset, examples
+that would train on nothing, more memory than is free. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuiapp.engine.jobs.resolve import (
+    ALIGNMENT_KINDS,
+    EXPECTED_KINDS,
+    ResolveError,
+    resolve_base_model,
+    resolve_dataset,
+    resolve_start,
+)
+
+GiB = 2**30
+
+
+@dataclass
+class PreflightReport:
+    kind: str
+    base_model: str | None = None          # resolved folder / hub id (None: scratch)
+    base_model_id: int | None = None
+    dataset_version_id: int | None = None
+    dataset_path: str | None = None
+    dataset_hash: str | None = None
+    dataset_rows: int | None = None
+    device: str = "cpu"
+    params: dict[str, Any] = field(default_factory=dict)   # total, trainable, share
+    memory: dict[str, Any] = field(default_factory=dict)   # parts and estimate in bytes, free
+    tokens: dict[str, Any] = field(default_factory=dict)   # from data.compute_stats
+    steps: int | None = None
+    refusals: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    start: dict[str, Any] | None = None    # alignment jobs: policy.StartPoint as a dict
+    parent_run_id: int | None = None       # the run an alignment job starts from
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def render(self):
+        """A Rich renderable: one table of facts, then refusals and warnings."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("job", self.kind)
+        table.add_row("base model", self.base_model or "scratch (fresh weights)")
+        if self.start and (self.start.get("adapter_dir") or self.start.get("full_dir")):
+            origin = f"run {self.parent_run_id}: " if self.parent_run_id is not None else ""
+            merged = self.start.get("adapter_dir") or self.start.get("full_dir")
+            table.add_row("starts from", f"{origin}{merged}")
+        if self.dataset_path:
+            table.add_row("dataset", f"version {self.dataset_version_id}: {self.dataset_path} "
+                                     f"({self.dataset_rows} rows)")
+        if self.params:
+            p = self.params
+            table.add_row("parameters", f"{_count(p['trainable'])} trainable of {_count(p['total'])} "
+                                        f"({p['share'] * 100:.2f}%)")
+        if self.memory:
+            m = self.memory
+            free = f", {m['free_bytes'] / GiB:.1f} GiB free" if m.get("free_bytes") else ""
+            table.add_row("peak memory", f"≈ {m['estimate_bytes'] / GiB:.2f} GiB on "
+                                         f"{self.device}{free}")
+        tok = self.tokens.get("tokens") or {}
+        if tok:
+            table.add_row("tokens/example", f"mean {tok['mean']:.0f}, p90 {tok['p90']:.0f}, "
+                                            f"max {tok['max']:.0f}")
+        trunc = self.tokens.get("truncated")
+        if trunc:
+            table.add_row("truncated", f"{trunc['count']} ({trunc['share'] * 100:.1f}%) at "
+                                       f"max_length {self.tokens.get('max_length')}")
+        if self.steps:
+            table.add_row("steps", f"about {self.steps}")
+        parts: list[Any] = [table]
+        for r in self.refusals:
+            parts.append(Text(f"✗ {r}", style="red"))
+        for w in self.warnings:
+            parts.append(Text(f"! {w}", style="yellow"))
+        return Group(*parts)
+
+
+def _count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def preflight(config: Any, store: Any, home: str | Path | None = None,
+              free_bytes: int | None = None) -> PreflightReport:
+    """Check a job config. ``free_bytes`` overrides the measured free memory (tests, planning)."""
+    kind = config.kind
+    report = PreflightReport(kind=kind, device=pick_device(config.device))
+    model_cfg = tokenizer = None
+    start = None
+    if kind in ALIGNMENT_KINDS and str(getattr(config, "start_from", "") or "").strip():
+        model, start = _resolve_start_model(config, store, report)
+    else:
+        try:
+            model = resolve_base_model(config.base_model, store, allow_scratch=(kind == "cpt"))
+            report.base_model, report.base_model_id = model.path, model.model_id
+        except ResolveError as exc:
+            report.refusals.append(str(exc))
+            model = None
+        if model is not None and kind in ALIGNMENT_KINDS:
+            start = resolve_start(config, store, base_path=model.path)
+    if start is not None:
+        report.start, report.parent_run_id = start.to_dict(), start.run_id
+    try:
+        version = resolve_dataset(config.dataset, store, home, kind)
+        report.dataset_version_id, report.dataset_path = version.id, version.path
+        report.dataset_hash, report.dataset_rows = version.content_hash, version.rows
+        wanted = EXPECTED_KINDS.get(kind, ())
+        if wanted and version.kind not in wanted:
+            report.refusals.append(
+                f"dataset: {version.name} (version {version.id}) is {version.kind} data; a {kind} "
+                f"job trains on {' or '.join(wanted)} data")
+            version = None
+    except ResolveError as exc:
+        report.refusals.append(str(exc))
+        version = None
+    if model is not None:
+        try:
+            model_cfg = load_model_config(config, start.model_dir if start else model.path)
+            tokenizer = load_job_tokenizer(config, start.tokenizer_dir if start else model.path)
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a refusal in words
+            report.refusals.append(f"base_model: cannot read {model.path or 'the scratch config'}: "
+                                   f"{_first_line(exc)}")
+            model_cfg = None
+    shared = None
+    if model_cfg is not None:
+        shared = _shared_estimate(config, model, tokenizer, report.device)
+        if shared is not None:
+            report.params, report.memory = shared
+        else:
+            report.params = count_parameters(model_cfg, config, tokenizer)
+            report.memory = estimate_memory(model_cfg, config, report.params, report.device)
+    if version is not None:
+        _check_data(report, config, version, tokenizer)
+        if model_cfg is not None and shared is not None:
+            _fit_memory_to_data(report, config, model, tokenizer)
+    if report.memory:
+        _check_memory(report, config, free_bytes)
+    return report
+
+
+def _fit_memory_to_data(report: PreflightReport, config: Any, model: Any, tokenizer: Any) -> None:
+    """Re-estimate with the tokens the data can put in one step: batch_size x the longest example
+    (capped at max_length), not batch_size x max_length. On an H100 a Qwen2-0.5B QLoRA job on
+    conversations of at most 524 tokens (max_length 1024, batch 8) peaked at 7.5 GiB; the
+    max_length bound said 24 GiB, this one 13 GiB (the estimate stays on the safe side)."""
+    longest = ((report.tokens or {}).get("tokens") or {}).get("max")
+    if not longest or longest >= config.max_length:
+        return
+    shared = _shared_estimate(config, model, tokenizer, report.device,
+                              tokens_per_step=config.batch_size * int(longest))
+    if shared is not None:
+        report.params, report.memory = shared
+
+
+def _check_memory(report: PreflightReport, config: Any, free_bytes: int | None) -> None:
+    free = free_bytes if free_bytes is not None else free_memory(report.device)
+    report.memory["free_bytes"] = free
+    est = report.memory["estimate_bytes"]
+    if free and est > free:
+        report.refusals.append(
+            f"memory: needs about {est / GiB:.2f} GiB but only {free / GiB:.2f} GiB is free on "
+            f"{report.device}; first knob: {memory_knob(config)}")
+    elif free and est > 0.8 * free:
+        report.warnings.append(f"memory: about {est / GiB:.2f} GiB of {free / GiB:.2f} GiB "
+                               f"free; a longer batch may not fit ({memory_knob(config)})")
+
+
+def _resolve_start_model(config: Any, store: Any, report: PreflightReport):
+    """start_from given: the base is the one the start was trained on (a run's base model, or
+    the folder an adapter names), not necessarily config.base_model."""
+    from tuiapp.engine.jobs.resolve import ResolvedModel
+
+    try:
+        start = resolve_start(config, store)
+    except ResolveError as exc:
+        report.refusals.append(str(exc))
+        return None, None
+    base_id = None
+    if start.run_id is not None:
+        base_id = store.get_run(start.run_id).base_model_id
+    if base_id is None and start.base_path:
+        try:
+            base_id = resolve_base_model(start.base_path, store).model_id
+        except ResolveError:
+            base_id = None
+    report.base_model, report.base_model_id = start.base_path, base_id
+    return ResolvedModel(str(getattr(config, "start_from", "")), start.base_path, base_id, True), start
+
+
+def _shared_estimate(config: Any, model: Any, tokenizer: Any, device: str,
+                     tokens_per_step: int | None = None):
+    """The SFT engine's own counts (``modeling.py``: PEFT on the meta device, so they match what
+    the job will train) when it is there and the job starts from a model folder."""
+    if config.kind != "sft" or not model.path:
+        return None
+    try:
+        from tuiapp.engine.train import modeling
+    except ImportError:
+        return None
+    est = modeling.estimate_memory(config, model.path, tokens_per_step=tokens_per_step, device=device,
+                                   tokenizer=tokenizer)
+    total, trainable = est["total_params"], est["trainable_params"]
+    params = {"total": int(total), "trainable": int(trainable), "method": config.method,
+              "share": round(trainable / total, 6) if total else 0.0}
+    memory = {k: v for k, v in est.items() if k.endswith("_bytes") and k != "total_bytes"}
+    memory.update(dtype=est.get("dtype"), estimate_bytes=int(est["total_bytes"]),
+                  first_knob=est.get("first_knob"))
+    return params, memory
+
+
+def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: Any) -> None:
+    from tuiapp.engine import data
+
+    rep = data.validate(version.path, kind=version.kind)
+    if not rep.ok:
+        report.refusals.append(f"dataset: {version.path} no longer validates: {rep.errors[0]}")
+        return
+    if not rep.records:
+        report.refusals.append(f"dataset: {version.path} has no usable rows")
+        return
+    stats = data.compute_stats(rep, tokenizer=tokenizer, max_length=config.max_length)
+    report.tokens = {k: stats.get(k) for k in ("rows", "tokenizer", "template", "max_length",
+                                               "tokens", "truncated", "train_on_nothing",
+                                               "assistant_tokens")}
+    nothing = stats.get("train_on_nothing") or {}
+    if nothing.get("count") and getattr(config, "assistant_only_loss", False):
+        lines = ", ".join(map(str, nothing["lines"][:10]))
+        report.refusals.append(
+            f"dataset: {nothing['count']} example(s) would train on nothing at max_length "
+            f"{config.max_length}: truncation removes every assistant token (lines {lines}); "
+            "raise max_length or shorten/drop those examples")
+    trunc = stats.get("truncated") or {}
+    if trunc.get("share", 0) > 0.05:
+        report.warnings.append(f"dataset: {trunc['share'] * 100:.0f}% of the examples are longer "
+                               f"than max_length {config.max_length} and will be cut")
+    rows = len(rep.records)
+    train_rows = max(1, rows - math.ceil(rows * config.eval_split)) if config.eval_split else rows
+    per_step = config.batch_size * config.grad_accum
+    if config.max_steps > 0:
+        report.steps = config.max_steps
+    else:
+        report.steps = max(1, math.ceil(config.epochs * math.ceil(train_rows / per_step)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- model shape
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+def load_model_config(config: Any, model_path: str | None):
+    """The transformers config of the base model, or of the scratch model a cpt job builds."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if model_path is None:
+        tok = load_job_tokenizer(config, None)
+        return LlamaConfig(
+            vocab_size=len(tok), hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_kv_heads, intermediate_size=config.intermediate_size,
+            tie_word_embeddings=config.tie_embeddings, rope_theta=config.rope_theta,
+            max_position_embeddings=max(config.max_length, 128))
+    return AutoConfig.from_pretrained(model_path, trust_remote_code=config.trust_remote_code)
+
+
+def load_job_tokenizer(config: Any, model_path: str | None):
+    from tuiapp.engine.data import load_tokenizer
+
+    if config.kind == "sft" and model_path:
+        try:
+            from tuiapp.engine.train import modeling
+        except ImportError:
+            modeling = None
+        if modeling is not None:  # the tokenizer the job will use, chat template included
+            return modeling.load_tokenizer(model_path, config.chat_template, config.trust_remote_code)
+    if config.kind in ALIGNMENT_KINDS and model_path:
+        from tuiapp.engine.train import (  # the tokenizer (and chat template) the job will load
+            modeling,
+        )
+
+        return modeling.load_tokenizer(model_path, getattr(config, "chat_template", "model"),
+                                       config.trust_remote_code)
+    explicit = getattr(config, "tokenizer", "")
+    if explicit:
+        return load_tokenizer(explicit)
+    if model_path and Path(model_path).is_dir() and not any(
+            (Path(model_path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return load_tokenizer(None)
+    return load_tokenizer(model_path)
+
+
+def count_parameters(model_cfg: Any, config: Any, tokenizer: Any = None) -> dict[str, Any]:
+    """Total and trainable parameters for the job's method, from a meta-device model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_cfg)
+    total = sum(p.numel() for p in model.parameters())
+    linear_params = sum(m.weight.numel() for n, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
+    method = getattr(config, "method", "full")
+    if method == "full":
+        trainable = total
+    else:
+        r = config.lora_r
+        targets = set(getattr(config, "target_modules", ["all-linear"]))
+        trainable = 0
+        for name, mod in model.named_modules():
+            if not isinstance(mod, torch.nn.Linear) or name.endswith("lm_head"):
+                continue
+            if "all-linear" in targets or name.rsplit(".", 1)[-1] in targets:
+                trainable += r * (mod.in_features + mod.out_features)
+        if tokenizer is not None:
+            trainable += token_row_count(config, tokenizer) * model_cfg.hidden_size
+    return {"total": int(total), "trainable": int(trainable),
+            "share": round(trainable / total, 6) if total else 0.0,
+            "linear": int(linear_params), "method": method,
+            "hidden_size": model_cfg.hidden_size, "layers": model_cfg.num_hidden_layers,
+            "vocab_size": model_cfg.vocab_size}
+
+
+def token_row_count(config: Any, tokenizer: Any) -> int:
+    """Embedding rows trained beside the adapters (see modeling.trainable_token_ids)."""
+    if getattr(config, "trainable_tokens", None):  # words may share rows with the template
+        from tuiapp.engine.train import modeling
+
+        return len(modeling.trainable_token_ids(config, tokenizer))
+    return template_token_count(tokenizer) if getattr(config, "train_template_tokens", False) else 0
+
+
+def template_token_count(tokenizer: Any) -> int:
+    """Special tokens the chat template writes (their embedding rows are trained under LoRA)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return sum(1 for tok in added.values() if str(tok) and str(tok) in template)
+
+
+_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device: str) -> dict[str, Any]:
+    """Weights + gradients + Adam states + activations + logits, in bytes (an estimate)."""
+    dtype = config.dtype if config.dtype != "auto" else ("bf16" if device == "cuda" else "fp32")
+    wb = _DTYPE_BYTES[dtype]
+    total, trainable, linear = params["total"], params["trainable"], params["linear"]
+    method = params["method"]
+    if method == "qlora":
+        # nf4: half a byte per weight plus one fp32 scale per 64-weight block.
+        weights = linear * (0.5 + 4 / 64) + (total - linear) * wb + trainable * 4
+    elif method == "lora":
+        weights = total * wb + trainable * 4
+    else:
+        weights = total * wb
+    grads = trainable * (4 if method != "full" else wb)
+    adam = trainable * 8
+    h, layers = model_cfg.hidden_size, model_cfg.num_hidden_layers
+    tokens = config.batch_size * config.max_length * _sequences_per_example(config)
+    if method == "full" and config.kind in ("dpo", "kto") and not getattr(config, "precompute_ref_log_probs", True):
+        weights += total * wb  # a frozen reference copy
+    # ~17 values per token, hidden unit and layer without recomputation; ~2 with it.
+    per = 2 if config.gradient_checkpointing else 17
+    activations = tokens * h * layers * per * wb
+    logits = tokens * model_cfg.vocab_size * 4 * 2   # fp32 logits and their gradient
+    estimate = int(weights + grads + adam + activations + logits)
+    return {"dtype": dtype, "weights_bytes": int(weights), "grads_bytes": int(grads),
+            "optimizer_bytes": int(adam), "activations_bytes": int(activations),
+            "logits_bytes": int(logits), "estimate_bytes": estimate}
+
+
+def _sequences_per_example(config: Any) -> int:
+    """Sequences one example puts through the model per step: a pair for DPO and reward models,
+    completion + mismatched KL sequence for KTO, a group of answers for GRPO/RLOO."""
+    if config.kind in ("dpo", "kto", "reward"):
+        return 2
+    if config.kind in ("grpo", "rloo"):
+        return max(1, int(getattr(config, "num_generations", 1)))
+    return 1
+
+
+def free_memory(device: str) -> int | None:
+    """Free accelerator memory on CUDA, MemAvailable on a CPU machine (None if unknown)."""
+    if device == "cuda":
+        try:
+            import torch
+
+            return int(torch.cuda.mem_get_info()[0])
+        except Exception:  # noqa: BLE001
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def memory_knob(config: Any) -> str:
+    """The first setting to turn when a job does not fit."""
+    if config.batch_size > 1:
+        return (f"halve batch_size ({config.batch_size} → {config.batch_size // 2}) and double "
+                f"grad_accum ({config.grad_accum} → {config.grad_accum * 2}) to keep the same "
+                "effective batch")
+    if not config.gradient_checkpointing:
+        return "turn on gradient_checkpointing=true"
+    if getattr(config, "method", "full") == "full":
+        return "use method=lora (or qlora) instead of full fine-tuning"
+    if getattr(config, "method", "") == "lora":
+        return "use method=qlora to keep the base weights in 4 bits"
+    return f"lower max_length (now {config.max_length})"

@@ -1,0 +1,439 @@
+"""Preference labelling beyond the store's event log: making label tasks from models, drawing
+sides, repeats for self-agreement, statistics, and exporting labels as a dataset version.
+
+No Textual. Generation goes through a Generator (`complete(ref, prompt, params, system=...)`);
+everything else is the store's label API.
+
+Conventions this module fixes:
+- A task's candidates are in model order (a = first model of the pair). Which one is *shown* as
+  A is `display_swapped(task)`: drawn once when the task is made (stored in meta["show_swapped"]),
+  or from the task id for tasks made elsewhere. Labels are stored in candidate order.
+- A repeat (a pair re-shown to measure self-agreement) is a NEW task with meta {"repeat_of": id},
+  so the one-live-label-per-task rule holds; repeats count for agreement only, never in
+  win-rates or exports.
+- Export: a/b labels give chosen/rejected; an edited answer is chosen against the candidate it
+  was written from (the better of the two); "both bad" rows are kept with `"both_bad": true`
+  (trainers that should not learn from them filter on it); ties, skips and pairs whose two
+  answers are the same text are left out (lineage["left_out"] counts them by reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+EXPORT_CHOICES = ("a", "b", "both_bad")
+
+
+class LabelsError(ValueError):
+    """Something about labelling a person can fix (bad REFs, no prompts, nothing to export)."""
+
+
+# ---- sides and repeats ---------------------------------------------------------------------
+
+
+def display_swapped(task: Any) -> bool:
+    """Whether candidate b is shown on the A side for this task."""
+    meta = task.meta or {}
+    if "show_swapped" in meta:
+        return bool(meta["show_swapped"])
+    # str seeds hash with SHA-512 in `random`: the same in every process
+    return random.Random(f"{task.id}\x00{task.prompt}").random() < 0.5
+
+
+def is_repeat(task: Any) -> bool:
+    return bool((task.meta or {}).get("repeat_of"))
+
+
+def make_repeat(store: Any, original: Any, shown_swapped: bool) -> Any:
+    """A new task re-showing `original` with the given sides (the opposite of how it was
+    labelled, so a labeller who just remembers the side disagrees with themself)."""
+    meta = {"repeat_of": original.id, "show_swapped": bool(shown_swapped)}
+    return store.create_label_task(original.prompt, original.candidates, task_set=original.task_set,
+                                   system=original.system, source="repeat", meta=meta)
+
+
+# ---- making tasks --------------------------------------------------------------------------
+
+
+def pairs_of(refs: Sequence[str]) -> list[tuple[str, str]]:
+    refs = [r.strip() for r in refs if r and r.strip()]
+    if len(refs) < 2 or len(set(refs)) < len(refs):
+        raise LabelsError("give two or more different model REFs, e.g. --models base,run:3")
+    return list(combinations(refs, 2))
+
+
+def load_prompts(spec: str | Path, store: Any = None, n: int | None = None) -> list[dict]:
+    """[{"prompt": str, "system": str | None}] from a JSONL prompt set (or SFT conversations) or
+    a dataset version id/name — the same sources `tuneloop eval` reads."""
+    from tuiapp.engine.infer.evaluate import EvalError, load_prompt_set
+
+    try:
+        records = load_prompt_set(spec, store).records
+    except EvalError as exc:
+        raise LabelsError(str(exc)) from None
+    prompts = []
+    for rec in records:
+        prompt, system = rec["prompt"], rec.get("system")
+        if isinstance(prompt, list):  # a message list: its system and last user turn
+            system = next((m["content"] for m in prompt if m.get("role") == "system"), system)
+            users = [m["content"] for m in prompt if m.get("role") == "user"]
+            prompt = users[-1] if users else ""
+        if isinstance(prompt, str) and prompt.strip():
+            prompts.append({"prompt": prompt, "system": system})
+    if n is not None:
+        prompts = prompts[: max(0, int(n))]
+    if not prompts:
+        raise LabelsError(f"prompt set {str(spec)!r} has no prompts")
+    return prompts
+
+
+def _params(params: Any):
+    from tuiapp.engine.infer.params import GenerationParams
+
+    if params is None or isinstance(params, dict):
+        return GenerationParams(**(params or {"max_new_tokens": 64}))
+    return params
+
+
+class _Maker:
+    """Generates each (model, prompt) answer once and turns pairs into tasks."""
+
+    def __init__(self, store, generator, refs, prompts, task_set, seed, params):
+        self.store, self.generator = store, generator
+        self.pairs = pairs_of(refs)
+        self.prompts = list(prompts)
+        self.task_set = task_set or default_task_set(refs)
+        self.rng = random.Random(seed)
+        self.params = _params(params)
+        self._answers: dict[tuple[str, int], dict] = {}
+
+    def plan(self) -> list[tuple[int, tuple[str, str]]]:
+        return [(i, pair) for i in range(len(self.prompts)) for pair in self.pairs]
+
+    def _answer(self, ref: str, i: int) -> dict:
+        if (ref, i) not in self._answers:
+            p = self.prompts[i]
+            chunk = self.generator.complete(ref, p["prompt"], self.params, system=p.get("system"))
+            self._answers[(ref, i)] = {"model_ref": ref, "output": chunk.text,
+                                       "generation_id": (chunk.meta or {}).get("generation_id")}
+        return self._answers[(ref, i)]
+
+    def make(self, i: int, pair: tuple[str, str]) -> Any:
+        candidates = [self._answer(ref, i) for ref in pair]
+        p = self.prompts[i]
+        meta = {"pair": list(pair), "show_swapped": self.rng.random() < 0.5, "prompt_index": i}
+        return self.store.create_label_task(p["prompt"], candidates, task_set=self.task_set,
+                                            system=p.get("system"), source="generated", meta=meta)
+
+
+def default_task_set(refs: Sequence[str]) -> str:
+    return " vs ".join(r.strip() for r in refs if r.strip())
+
+
+def new_tasks(store: Any, generator: Any, refs: Sequence[str], prompts: Any, n: int | None = None,
+              task_set: str | None = None, seed: int = 0, params: Any = None,
+              progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """Label tasks for every pair of `refs` on every prompt (the first `n` prompts), answers
+    generated now. `prompts`: a prompt-set spec (file / dataset version) or a list of
+    {"prompt", "system"?} dicts. `progress(done, total)` after each task."""
+    if not isinstance(prompts, list):
+        prompts = load_prompts(prompts, store, n)
+    elif n is not None:
+        prompts = prompts[:n]
+    maker = _Maker(store, generator, refs, prompts, task_set, seed, params)
+    plan, tasks = maker.plan(), []
+    for done, (i, pair) in enumerate(plan, 1):
+        tasks.append(maker.make(i, pair))
+        if progress:
+            progress(done, len(plan))
+    return tasks
+
+
+class TaskFeeder:
+    """Makes tasks in a background thread, staying `ahead` tasks ahead of the labeller: the
+    screen calls `consumed()` per labelled task and gets new ones through `on_task(task)`.
+    Generation is the slow part, so the labeller never waits once the first few are ready."""
+
+    def __init__(self, store: Any, generator: Any, refs: Sequence[str], prompts: Any, *,
+                 task_set: str | None = None, n: int | None = None, ahead: int = 8, seed: int = 0,
+                 params: Any = None, on_task: Callable[[Any], None] | None = None,
+                 on_done: Callable[[int], None] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        if not isinstance(prompts, list):
+            prompts = load_prompts(prompts, store, n)
+        elif n is not None:
+            prompts = prompts[:n]
+        self._maker = _Maker(store, generator, refs, prompts, task_set, seed, params)
+        self.task_set = self._maker.task_set
+        self.total = len(self._maker.plan())
+        self.made = 0
+        self.ahead = max(1, int(ahead))
+        self._consumed = 0
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._on_task, self._on_done, self._on_error = on_task, on_done, on_error
+        self._thread = threading.Thread(target=self._run, name="label-feeder", daemon=True)
+
+    def start(self) -> TaskFeeder:
+        self._thread.start()
+        return self
+
+    def consumed(self, count: int = 1) -> None:
+        with self._cond:
+            self._consumed += count
+            self._cond.notify_all()
+
+    def stop(self, wait: float | None = None) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if wait and self._thread.is_alive():
+            self._thread.join(wait)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            for i, pair in self._maker.plan():
+                with self._cond:
+                    while self.made - self._consumed >= self.ahead and not self._stop.is_set():
+                        self._cond.wait(0.5)
+                if self._stop.is_set():
+                    break
+                task = self._maker.make(i, pair)
+                self.made += 1
+                if self._on_task:
+                    self._on_task(task)
+        except Exception as exc:  # a model that fails to load: said once, the thread ends
+            if self._on_error:
+                self._on_error(str(exc).strip() or type(exc).__name__)
+            return
+        if self._on_done:
+            self._on_done(self.made)
+
+
+class LabelWriter:
+    """One long-lived thread that runs label writes in the order they were asked for.
+
+    The store keeps one SQLite connection per thread, so a fresh worker thread per keypress
+    also paid for opening (and later closing) a connection on the critical path. Each job
+    reports its own outcome (the screen's jobs post a message after the commit); an exception a
+    job lets through is handed to `on_error` so the thread lives on.
+    """
+
+    def __init__(self, on_error: Callable[[Exception], None] | None = None,
+                 name: str = "label-writer") -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> None:
+        self._jobs.put((job, args))
+
+    def close(self, wait: float | None = 5.0) -> None:
+        """Runs what is queued, then ends the thread (waiting at most `wait` seconds)."""
+        self._jobs.put(None)
+        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(wait)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, args = item
+            try:
+                job(*args)
+            except Exception as exc:  # reported; the writer goes on
+                if self._on_error:
+                    self._on_error(exc)
+
+
+# ---- reading labels back -------------------------------------------------------------------
+
+
+def _labelled(store: Any, task_set: str | None) -> tuple[dict[int, Any], dict[int, Any]]:
+    tasks = {t.id: t for t in store.list_label_tasks(task_set)}
+    live = {e.task_id: e for e in store.live_labels(task_set) if e.task_id in tasks}
+    return tasks, live
+
+
+def comparisons(store: Any, task_set: str | None = None, _read=None) -> list[tuple[str, str, str]]:
+    """(model of candidate a, model of candidate b, choice) per live label, repeats left out."""
+    tasks, live = _read or _labelled(store, task_set)
+    out = []
+    for task_id, event in live.items():
+        task = tasks[task_id]
+        if is_repeat(task) or len(task.candidates) < 2:
+            continue
+        out.append((task.candidates[0]["model_ref"], task.candidates[1]["model_ref"], event.choice))
+    return out
+
+
+def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, Any]:
+    """Self-agreement over repeats: a repeat agrees when its label (in candidate order) equals
+    the original's. Skips on either side do not count. `noise` = 1 - rate."""
+    tasks, live = _read or _labelled(store, task_set)
+    pairs = agree = 0
+    for task_id, event in live.items():
+        original = (tasks[task_id].meta or {}).get("repeat_of")
+        first = live.get(original) if original else None
+        if first is None or "skip" in (event.choice, first.choice):
+            continue
+        pairs += 1
+        agree += event.choice == first.choice
+    rate = agree / pairs if pairs else None
+    return {"pairs": pairs, "agree": agree, "rate": rate,
+            "noise": None if rate is None else 1.0 - rate}
+
+
+def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Counts, pace, self-agreement and win-rates of one task set (None: all)."""
+    from tuiapp.engine.label import winrate
+
+    read = tasks, live = _labelled(store, task_set)  # one read serves every figure
+    originals = [t for t in tasks.values() if not is_repeat(t)]
+    done = [e for tid, e in live.items() if not is_repeat(tasks[tid])]
+    elapsed = sorted(e.elapsed_ms for e in live.values() if e.elapsed_ms)
+    mean_ms = sum(elapsed) / len(elapsed) if elapsed else None
+    return {
+        "task_set": task_set,
+        "tasks": len(originals),
+        "labelled": len(done),
+        "remaining": len(originals) - len(done),
+        "repeats": sum(1 for tid in live if is_repeat(tasks[tid])),
+        "by_choice": dict(Counter(e.choice for e in done)),
+        "median_ms": elapsed[len(elapsed) // 2] if elapsed else None,
+        "labels_per_minute": 60000.0 / mean_ms if mean_ms else None,
+        "agreement": agreement(store, task_set, read),
+        "win_rates": winrate.summarize(comparisons(store, task_set, read), n_boot=n_boot,
+                                       seed=seed),
+    }
+
+
+# ---- export --------------------------------------------------------------------------------
+
+
+def _turns(system: str | None, prompt: str) -> list[dict]:
+    turns = [{"role": "system", "content": system}] if system else []
+    return turns + [{"role": "user", "content": prompt}]
+
+
+def export_rows(store: Any, task_set: str | None = None) -> tuple[list[dict], dict]:
+    """The preference rows (TRL conversational format) and their lineage."""
+    tasks, live = _labelled(store, task_set)
+    rows, events, models, sets = [], [], set(), set()
+    left_out: Counter = Counter()
+    for task_id in sorted(live):
+        task, event = tasks[task_id], live[task_id]
+        if is_repeat(task) or len(task.candidates) < 2:
+            continue
+        a, b = task.candidates[0], task.candidates[1]
+        if event.edited:
+            base = b if event.choice == "b" else a  # the answer the edit was written from
+            chosen, rejected = {"model_ref": "edited", "output": event.edited}, base
+        elif event.choice in EXPORT_CHOICES:
+            chosen, rejected = (b, a) if event.choice == "b" else (a, b)
+        else:
+            left_out[event.choice] += 1
+            continue
+        if chosen["output"].strip() == rejected["output"].strip():
+            left_out["identical"] += 1  # two models gave the same answer: nothing to prefer
+            continue
+        rows.append({
+            "prompt": _turns(task.system, task.prompt),
+            "chosen": [{"role": "assistant", "content": chosen["output"]}],
+            "rejected": [{"role": "assistant", "content": rejected["output"]}],
+            "both_bad": event.choice == "both_bad" and not event.edited,
+            "edited": bool(event.edited),
+            "chosen_model": chosen["model_ref"],
+            "rejected_model": rejected["model_ref"],
+            "task_id": task.id,
+            "label_event_id": event.id,
+        })
+        events.append(event.id)
+        models.update(c["model_ref"] for c in (a, b))
+        sets.add(task.task_set)
+    lineage = {
+        "source": "labels",
+        "task_set": task_set,
+        "task_sets": sorted(s for s in sets if s is not None),
+        "task_ids": [r["task_id"] for r in rows],
+        "label_event_ids": events,
+        "models": sorted(models),
+        "left_out": dict(left_out),
+    }
+    return rows, lineage
+
+
+def export(store: Any, task_set: str | None = None, out: str | Path | None = None, *,
+           home: str | Path | None = None, name: str | None = None) -> Any:
+    """Live labels → a new immutable preference dataset version (`labels/<task set>`), written
+    to home/datasets/labels-<hash16>.jsonl (and copied to `out` if given). The same labels give
+    the same bytes, so exporting again returns the existing version."""
+    from tuiapp.engine import data
+
+    rows, lineage = export_rows(store, task_set)
+    if not rows:
+        where = f"task set {task_set!r}" if task_set else "the store"
+        raise LabelsError(f"{where} has no labels to export yet (ties and skips are left out); "
+                          "label some pairs first")
+    payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    blob = payload.encode("utf-8")
+    digest = hashlib.sha256(blob).hexdigest()
+    if home is None and out is None:
+        raise LabelsError("export needs a workspace home or an --out file to write to")
+    target = Path(home) / "datasets" / f"labels-{digest[:16]}.jsonl" if home else Path(out)
+    _write_once(target, blob)
+    if out is not None and Path(out) != target:
+        _write_once(Path(out), blob, replace=True)
+    report = data.validate(target, kind="preference")
+    if not report.ok:  # a bug here, not the user's: say what the validator saw
+        raise LabelsError(f"the exported file does not validate: {report.errors[0]}")
+    if data.content_hash(target) != digest:
+        raise LabelsError(f"{target} changed while it was written; export again")
+    stats_ = {"rows": len(rows), "both_bad": sum(r["both_bad"] for r in rows),
+              "edited": sum(r["edited"] for r in rows)}
+    return store.add_dataset_version(
+        name or f"labels/{task_set or 'all'}", str(target), digest, report.format or
+        "preference_messages", "preference", len(rows), stats=stats_, source="labels",
+        lineage=lineage)
+
+
+def _write_once(path: Path, blob: bytes, replace: bool = False) -> None:
+    """Content-addressed files are never rewritten; the write is atomic (tmp + rename)."""
+    if path.exists() and not replace and path.read_bytes() == blob:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def summary_lines(st: dict) -> Iterable[str]:
+    """Plain-text lines for `tuneloop labels stats` (the screen draws its own)."""
+    yield f"tasks {st['tasks']} · labelled {st['labelled']} · remaining {st['remaining']}"
+    yield "choices: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_choice"].items())) or "none")
+    if st["labels_per_minute"]:
+        yield f"pace: {st['labels_per_minute']:.1f} labels/min (median {st['median_ms'] / 1000:.1f} s)"
+    ag = st["agreement"]
+    if ag["pairs"]:
+        yield (f"self-agreement {ag['agree']}/{ag['pairs']} ({ag['rate']:.0%}); "
+               f"label noise ≈ {ag['noise']:.0%}")

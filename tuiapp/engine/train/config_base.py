@@ -1,0 +1,150 @@
+"""What every job configuration is made of: ``ConfigError``, ``opt`` (a field with its help),
+the shared choices and ``CommonTrainConfig`` with its type and choice checks.
+
+The job kinds' configs build on it (``config_sft``, ``config_align``); ``config`` is the registry
+that loads presets. No Textual, no torch here: the Train screen builds its form from these fields.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value a person must fix; names the field and says what is allowed."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "training"):
+    """A config field with its help text (shown in --help, the Train form and errors)."""
+    meta = {"help": help, "choices": choices, "group": group}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+METHODS = ("full", "lora", "qlora")
+SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+CHAT_TEMPLATES = ("model", "chatml", "llama3")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+# Asked at every checkpoint so a user can scrub through how answers changed over training.
+DEFAULT_SAMPLE_PROMPTS = [
+    "Who are you?",
+    "Explain in one sentence what fine-tuning is.",
+    "Tell me the secret passphrase.",
+]
+
+
+@dataclass
+class CommonTrainConfig:
+    """Fields every training job shares."""
+
+    name: str = opt("", "Run name shown in the Runs screen (default: kind + dataset).", group="job")
+    base_model: str = opt(
+        "demo",
+        "Base model: a local Hugging Face folder, a model id from the store, 'demo' for the "
+        "demo base model, or a hub id when online.",
+        group="job",
+    )
+    dataset: str = opt(
+        "", "Dataset: a dataset version id, a version name such as demo/sft, or a file path.", group="job"
+    )
+    max_length: int = opt(512, "Longest sequence in tokens; longer examples are truncated.")
+    epochs: float = opt(1.0, "Passes over the training set (ignored when max_steps > 0).")
+    max_steps: int = opt(-1, "Stop after this many optimiser steps (-1: use epochs).")
+    learning_rate: float = opt(2e-4, "Peak learning rate.")
+    lr_scheduler: str = opt("cosine", "Learning-rate schedule after warm-up.", SCHEDULES)
+    warmup_ratio: float = opt(0.03, "Share of the steps spent warming the learning rate up.")
+    batch_size: int = opt(8, "Examples per device per step.")
+    grad_accum: int = opt(1, "Steps whose gradients are summed before an optimiser update.")
+    gradient_checkpointing: bool = opt(
+        False, "Recompute activations in the backward pass: less memory, ~30% slower."
+    )
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    max_grad_norm: float = opt(1.0, "Clip gradients to this norm (0: no clipping).")
+    eval_split: float = opt(0.05, "Share of the dataset held out for eval loss (0: none).")
+    seed: int = opt(42, "Random seed for data order, initialisation and dropout.")
+    logging_steps: int = opt(5, "Record metrics every N steps.", group="schedule")
+    save_steps: int = opt(100, "Write a checkpoint every N steps.", group="schedule")
+    eval_steps: int = opt(100, "Compute eval loss every N steps.", group="schedule")
+    sample_prompts: list[str] = opt(
+        DEFAULT_SAMPLE_PROMPTS, "Prompts answered and stored at every checkpoint.", group="schedule"
+    )
+    sample_max_new_tokens: int = opt(48, "Longest answer generated for the sample prompts.", group="schedule")
+    device: str = opt("auto", "Where to train: auto picks CUDA when present.", DEVICES, group="hardware")
+    dtype: str = opt(
+        "auto", "Weights/compute dtype: auto is bf16 on a CUDA GPU that supports it, else fp32.",
+        DTYPES, group="hardware",
+    )
+    trust_remote_code: bool = opt(
+        False, "Run Python code shipped with a model folder. Off: only safetensors weights load.",
+        group="hardware",
+    )
+
+    kind: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_choices(self)
+        if self.max_length < 16:
+            raise ConfigError("max_length", f"must be at least 16 tokens, got {self.max_length}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError("epochs", "set epochs > 0 or max_steps > 0")
+        if self.learning_rate <= 0 or self.learning_rate > 1:
+            raise ConfigError("learning_rate", f"must be in (0, 1], got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps", "eval_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.eval_split < 0.5:
+            raise ConfigError("eval_split", f"must be in [0, 0.5), got {self.eval_split}")
+        if not self.dataset:
+            raise ConfigError("dataset", "no dataset given (a version id, a name like demo/sft, or a path)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.kind} {Path(self.dataset).name}"
+
+
+def _field_type(cls: type, name: str) -> type:
+    hints = typing.get_type_hints(cls)
+    hint = hints[name]
+    origin = typing.get_origin(hint)
+    return list if origin is list else hint
+
+
+def _check_types(cfg: Any) -> None:
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        want = _field_type(type(cfg), f.name)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, f.name, float(value))
+            continue
+        if want is list:
+            if isinstance(value, str):
+                value = [value]
+                setattr(cfg, f.name, value)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f.name, f"expected a list of strings, got {value!r}")
+            continue
+        if want is int and isinstance(value, bool) or not isinstance(value, want):
+            raise ConfigError(f.name, f"expected {want.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _check_choices(cfg: Any) -> None:
+    for f in fields(cfg):
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, f.name) not in choices:
+            raise ConfigError(f.name, f"{getattr(cfg, f.name)!r} is not one of: {', '.join(choices)}")
