@@ -262,6 +262,18 @@ async def test_empty_workspace_says_how_to_get_a_model(make_app, store):
         await pilot.pause()
         assert not screen.generating
 
+async def test_coming_back_to_compare_lists_runs_trained_meanwhile(make_app, store):
+    engine = compare_engine(choices=list(CHOICES[:2]))
+    app = make_app(engine=engine)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_compare(pilot, app)
+        assert [ref for _, ref in screen.choices] == ["base", "run:1"]
+        await pilot.press("f3")
+        engine.choices.append(CHOICES[2])  # a DPO run finished while away
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: [r for _, r in screen.choices] == ["base", "run:1", "run:2"])
+
+
 
 def test_compare_snapshot(snap_compare, store, tmp_path):
     """Three finished answers side by side (figures pinned by the fake's fixed timing)."""

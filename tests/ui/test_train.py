@@ -160,6 +160,22 @@ async def test_refresh_picks_up_new_versions_and_keeps_edits(store, world, fake,
         assert screen.query_one("#train-dataset", Select).value == str(world["sft"].id)
 
 
+async def test_coming_back_to_train_lists_versions_made_meanwhile(store, world, fake, tmp_path):
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        await type_into(pilot, screen.form.control("learning_rate"), "5e-4")
+        await pilot.press("f6")  # away to Label, where an export makes a version
+        newer = store.add_dataset_version("labels/x", "/d/x.jsonl", "f" * 64, "messages", "sft", 9)
+        await pilot.press("f3")
+        await wait_until(
+            pilot, lambda: str(newer.id) in [v for _, v in screen._dataset_options]
+        )
+        await pilot.pause()
+        assert screen.form.control("learning_rate").value == "5e-4"
+        assert screen.query_one("#train-dataset", Select).value == str(world["sft"].id)
+
+
 # ---- pre-flight ---------------------------------------------------------------------------------
 
 

@@ -147,6 +147,10 @@ class CompareScreen(BlindMixin, AreaScreen):
             self.query_one(f"#cmp-pane-{i}").display = i < 2
         self.refresh_choices()
 
+    def on_screen_resume(self) -> None:
+        if self.is_mounted and self.choices_loaded:
+            self.refresh_choices()  # runs trained meanwhile join the pickers (no restart)
+
     def on_unmount(self) -> None:
         for event in self._cancels.values():
             event.set()

@@ -170,6 +170,9 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     def on_screen_resume(self) -> None:
         if not self.is_mounted:
             return
+        # versions (a labels export), runs and models may have appeared while away: the lists
+        # reload, keeping the user's choices and edits
+        self.load_choices(self.kind)
         self.load_queue()
         watched = self.monitor.run_id
         if watched is not None and watched in self.app_progress:
