@@ -407,6 +407,8 @@ async def test_cancel_asks_for_confirmation_then_calls_the_engine(store, world, 
         await pilot.press("ctrl+b")
         assert isinstance(app.screen, ConfirmScreen)
         assert f"Cancel run #{run.id}" in app.screen.question
+        buttons = {b.id: str(b.label) for b in app.screen.query(Button)}
+        assert buttons == {"no": "Keep running", "yes": "Cancel run"}  # no button reads "Cancel"
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmScreen)
         assert ("cancel_run", run.id) not in fake.calls

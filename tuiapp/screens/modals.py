@@ -29,16 +29,17 @@ class ConfirmScreen(ModalScreen[bool]):
     ]
     DEFAULT_CSS = MODAL_CSS.format(cls="ConfirmScreen")
 
-    def __init__(self, question: str, yes: str = "Yes") -> None:
+    def __init__(self, question: str, yes: str = "Yes", no: str = "Cancel") -> None:
         super().__init__()
         self.question = question
         self.yes = yes
+        self.no = no  # says what staying means when "Cancel" would read as the action itself
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.question, classes="modal-title")
             with Horizontal():
-                yield Button("Cancel", id="no")
+                yield Button(self.no, id="no")
                 yield Button(self.yes, id="yes", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

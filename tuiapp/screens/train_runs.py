@@ -156,7 +156,8 @@ class TrainRunsMixin:
                 self.cancel_job(run.id)
 
         self.app.push_screen(
-            ConfirmScreen(f"Cancel run #{run.id} {run.name or ''}? {what}", yes="Cancel run"),
+            ConfirmScreen(f"Cancel run #{run.id} {run.name or ''}? {what}", yes="Cancel run",
+                          no="Keep running"),
             answered,
         )
 
