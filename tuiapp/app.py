@@ -25,6 +25,7 @@ from tuiapp.screens.datasets import DatasetsScreen
 from tuiapp.screens.export import ExportScreen
 from tuiapp.screens.help import HelpScreen
 from tuiapp.screens.label import LabelScreen
+from tuiapp.screens.modals import ConfirmScreen
 from tuiapp.screens.palette import TuneloopCommands
 from tuiapp.screens.runs import RunsScreen
 from tuiapp.screens.train import TrainScreen
@@ -115,6 +116,7 @@ class TuiApp(App[None]):
         # Latest progress dict per run id, from the poll worker (a screen shown later reads it).
         self.run_progress: dict[int, dict] = {}
         self._poll_error: str | None = None
+        self.farewell: str | None = None
 
     # ---- training runs: ONE poll worker at a time for the whole app ----------------------------
 
@@ -157,6 +159,35 @@ class TuiApp(App[None]):
             self.notify(f"watching training jobs failed: {message.error}", severity="error",
                         timeout=10)
 
+    async def action_quit(self) -> None:
+        """Quit; while a job is running or queued, say first what happens to it."""
+        try:
+            active = self.store.list_runs(status=("running", "queued"))
+        except Exception:  # a broken store must not keep the user in
+            active = []
+        if not active or isinstance(self.screen, ConfirmScreen):
+            self.exit()
+            return
+        running = [r for r in active if r.status == "running"]
+        queued = [r for r in active if r.status == "queued"]
+        parts = []
+        if running:
+            parts.append(f"{_runs_words(running)} running in its own process: training goes on "
+                         "after tuneloop closes, and reopening tuneloop picks it up.")
+        if queued:
+            parts.append(f"{_runs_words(queued)} queued: queued runs start when tuneloop is "
+                         "open again.")
+        farewell = " ".join(parts) + f" Follow it with `tuneloop runs show {active[0].id}`."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.farewell = farewell  # printed under the shell prompt once the TUI is gone
+                self.exit(message=farewell)
+
+        self.push_screen(
+            ConfirmScreen("Quit tuneloop? " + " ".join(parts), yes="Quit", no="Stay"), answered
+        )
+
     def get_key_display(self, binding: Binding) -> str:
         # "F2" reads better than Textual's lower-case "f2" in the footer and help.
         if not binding.key_display and binding.key[:1] == "f" and binding.key[1:].isdigit():
@@ -182,3 +213,8 @@ class TuiApp(App[None]):
             self.pop_screen()
             return
         self.push_screen(HelpScreen())
+
+
+def _runs_words(runs: list) -> str:
+    ids = ", ".join(f"#{r.id}" for r in runs)
+    return f"Run {ids} is" if len(runs) == 1 else f"Runs {ids} are"

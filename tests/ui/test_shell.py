@@ -124,6 +124,28 @@ async def test_q_quits(make_app):
     assert app.return_code == 0
 
 
+async def test_quit_during_a_run_says_it_goes_on_and_asks(make_app, store):
+    from tuiapp.screens.modals import ConfirmScreen
+
+    run = store.create_run("sft", {"kind": "sft"}, name="demo SFT", status="running")
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.set_focus(None)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert f"Run #{run.id} is running" in app.screen.question
+        assert "goes on after tuneloop closes" in app.screen.question
+        await pilot.press("escape")  # stay
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await pilot.pause()
+    assert app.return_code == 0
+    assert f"tuneloop runs show {run.id}" in app.farewell
+
+
 def test_theme_colours_are_exact_xterm_256_entries():
     """A 256-colour terminal then shows the contrasts we chose instead of rounding them."""
     from rich._palettes import EIGHT_BIT_PALETTE
