@@ -212,7 +212,8 @@ class TuiApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
             return
-        self.push_screen(HelpScreen())
+        area = type(self.screen)
+        self.push_screen(HelpScreen(getattr(area, "AREA_TITLE", None)))
 
 
 def _runs_words(runs: list) -> str:

@@ -55,6 +55,7 @@ async def test_help_lists_every_described_binding_of_every_area(make_app):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         table = app.screen.query_one("#help-keys", DataTable)
+        await pilot.press("a")  # opened on Datasets it lists that area's; `a` lists every area's
         shown = {
             (str(table.get_row_at(i)[0]), str(table.get_row_at(i)[2]))
             for i in range(table.row_count)
@@ -75,6 +76,28 @@ async def test_help_lists_every_described_binding_of_every_area(make_app):
         await pilot.press("question_mark")  # ? works too when no field has focus
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("f1")  # F1 toggles it closed
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_help_shows_this_areas_keys_and_how_to_close(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f3")
+        await pilot.press("f1")
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        table = help_screen.query_one("#help-keys", DataTable)
+
+        def sections() -> set[str]:
+            return {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
+
+        assert sections() == {"Everywhere", "Train"}
+        assert "Esc, F1, ? or q closes" in str(help_screen.query_one("#help-hint").render())
+        await pilot.press("a")
+        assert {"Datasets", "Train", "Label", "Export"} <= sections()
+        await pilot.press("a")
+        assert sections() == {"Everywhere", "Train"}
+        await pilot.press("q")
         assert not isinstance(app.screen, HelpScreen)
 
 

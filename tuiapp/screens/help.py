@@ -69,10 +69,12 @@ def key_rows(app: App) -> list[KeyRow]:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Modal table of every key. Escape, F1 or ? closes it."""
+    """Modal table of the keys that work here: everywhere, then the area on display; `a` shows
+    every area's. Escape, F1, ? or q closes it."""
 
     BINDINGS = [
         Binding("escape,f1,question_mark,q", "dismiss", "Close help", id="help.close"),
+        Binding("a", "toggle_all", "Keys of every area / of this one", id="help.all"),
     ]
 
     DEFAULT_CSS = """
@@ -81,23 +83,50 @@ class HelpScreen(ModalScreen[None]):
         width: 96; max-height: 90%; height: auto;
         border: thick $primary; background: $surface; padding: 0 1;
     }
-    HelpScreen #help-title { text-style: bold; color: $accent; padding-bottom: 1; }
+    HelpScreen #help-title { text-style: bold; color: $accent; }
+    HelpScreen #help-hint { color: $text-muted; padding-bottom: 1; }
     HelpScreen DataTable { height: auto; max-height: 28; }
     """
 
+    def __init__(self, area_title: str | None = None) -> None:
+        super().__init__()
+        self.area_title = area_title  # None: every area's keys from the start
+        self.show_all = area_title is None
+
     def compose(self) -> ComposeResult:
         with Vertical():
+            yield Static(id="help-title")
             yield Static(
-                "Keys  ·  function keys work even while typing in a field; "
-                "letters work when no field has focus",
-                id="help-title",
+                "Function keys work even while typing in a field; letters work when no field "
+                "has focus.  Esc, F1, ? or q closes this.",
+                id="help-hint",
             )
             yield DataTable(id="help-keys", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        table = self.query_one("#help-keys", DataTable)
-        table.add_columns("Where", "Keys", "Does", "Id")
+        self.query_one("#help-keys", DataTable).add_columns("Where", "Keys", "Does", "Id")
         self.rows = key_rows(self.app)
-        for row in self.rows:
+        self._fill()
+
+    def shown_rows(self) -> list[KeyRow]:
+        if self.show_all:
+            return list(self.rows)
+        return [r for r in self.rows if r.section in ("Everywhere", self.area_title)]
+
+    def _fill(self) -> None:
+        table = self.query_one("#help-keys", DataTable)
+        table.clear()
+        for row in self.shown_rows():
             table.add_row(row.section, row.keys, row.description, row.binding_id)
+        if self.show_all:
+            title = "Keys of every area  ·  a: only this area's" if self.area_title else "Keys"
+        else:
+            title = f"Keys on {self.area_title}  ·  a: every area's"
+        self.query_one("#help-title", Static).update(title)
         table.focus()
+
+    def action_toggle_all(self) -> None:
+        if self.area_title is None:
+            return
+        self.show_all = not self.show_all
+        self._fill()
