@@ -394,6 +394,26 @@ async def test_input_stays_responsive_while_progress_streams_in(store, world, fa
         assert screen.progress_messages < posted[0]
 
 
+@pytest.mark.parametrize("status", ["completed", "cancelled"])
+async def test_a_run_reopened_after_it_ended_does_not_pulse(store, world, fake, tmp_path, status):
+    run = add_run(store, status)
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        monitor = screen.monitor
+        monitor.show_run(run)  # after a restart: no progress event carries the total
+        monitor.show_metrics({"run_id": run.id, "series": {}, "last": {}, "last_step": 60})
+        await pilot.pause()
+        bar = monitor.query_one("#mon-bar")
+        step = str(monitor.query_one("#mon-step").render())
+        if status == "completed":
+            assert bar.display and bar.total == 60 and bar.progress == 60
+            assert step == "step 60 / 60"
+        else:
+            assert not bar.display  # an indeterminate bar would say it is still working
+            assert step == "step 60 (cancelled; total not recorded)"
+
+
 # ---- cancel / resume ----------------------------------------------------------------------------
 
 

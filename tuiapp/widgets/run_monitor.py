@@ -18,6 +18,7 @@ from textual.widgets import ProgressBar, Static
 
 from tuiapp.widgets.loss_chart import LossChart
 
+FINISHED = ("completed", "failed", "cancelled", "interrupted")  # store.models' finished statuses
 STATUS_STYLE = {
     "running": "bold #5fafff",
     "queued": "dim",
@@ -207,10 +208,18 @@ class RunMonitor(Vertical):
         box.display = bool(error) and status != "running"
         box.update(Text(f"error: {error}") if error else "")
         bar = self.query_one("#mon-bar", ProgressBar)
-        bar.update(total=self.total, progress=self.step or 0)
+        total = self.total
+        finished = status in FINISHED
+        if total is None and status == "completed" and self.step:
+            total = self.step  # reopened after the run: its last step was the end
+        # an unknown total pulses ("still working"); a run that has ended must not
+        bar.display = total is not None or not finished
+        bar.update(total=total, progress=self.step or 0)
         where = f"step {self.step if self.step is not None else '–'}"
-        if self.total:
-            where += f" / {self.total}"
+        if total:
+            where += f" / {total}"
+        elif finished and self.step is not None:
+            where += f" ({status}; total not recorded)"
         self.query_one("#mon-step", Static).update(where)
         last = self.last_values
         loss = p.get("loss", last.get("loss"))
