@@ -45,6 +45,7 @@ class ReadResult:
     unit: str = "line"
     rows: list[RawRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    fatal: bool = False  # reading stopped early: rows after the problem were never read
 
 
 def detect_file_type(path: Path) -> str | None:
@@ -262,6 +263,7 @@ def _read_json_array(spath: str, text: str, bad: set[int], res: ReadResult) -> N
             value, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             res.problems.append(Problem(spath, exc.lineno, None, _json_error(exc)))
+            res.fatal = True
             return
         if any(ln in bad for ln in range(start_line, line_at(end) + 1)):
             res.rows.append(RawRow(start_line, None, bad=True))
@@ -278,6 +280,7 @@ def _read_json_array(spath: str, text: str, bad: set[int], res: ReadResult) -> N
                                             "unexpected text after the closing ]"))
             return
         err = line_at(min(pos, n))
+        res.fatal = True
         res.problems.append(Problem(spath, err, None,
                                     "invalid JSON: expected ',' or ']' after an array element"))
         return
@@ -313,6 +316,7 @@ def _read_csv(spath: str, text: str, bad: set[int], res: ReadResult, delimiter: 
             break
         except csv.Error as exc:
             res.problems.append(Problem(spath, start, None, f"malformed CSV: {exc}"))
+            res.fatal = True
             return
         if not cells or all(not c.strip() for c in cells) and len(cells) <= 1:
             continue
@@ -358,11 +362,26 @@ def _csv_row(spath: str, line: int, row: dict[str, Any], res: ReadResult) -> tup
     return row, ok
 
 
+LONG_LINE = 200  # mean characters per line above which a file without blank lines is one
+# document per line (a scraped corpus), not one long document (a poem, a script)
+
+
 def _read_txt(text: str, bad: set[int], res: ReadResult) -> None:
-    """Raw text: one document per blank-line-separated paragraph (line = its first line)."""
+    """Raw text: one document per blank-line-separated paragraph (line = its first line); a
+    file without blank lines whose lines are long holds one document per line."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    numbered = [i for i, raw in enumerate(lines) if raw.strip()]
+    filled = [lines[i] for i in numbered]
+    blank_inside = bool(numbered) and numbered[-1] - numbered[0] + 1 > len(numbered)
+    if (not blank_inside and len(filled) > 1
+            and sum(map(len, filled)) / len(filled) >= LONG_LINE):
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
+                _txt_doc(number, [raw], bad, res)
+        return
     para: list[str] = []
     first = 0
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+    for number, raw in enumerate(lines, start=1):
         if raw.strip():
             if not para:
                 first = number

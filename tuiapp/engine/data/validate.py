@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tuiapp.engine.data.columns import media_problem, unused
 from tuiapp.engine.data.formats import SHAPES, detect_format, normalise
 from tuiapp.engine.data.read import describe, read_rows
 from tuiapp.engine.data.types import (
@@ -54,9 +55,13 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
     for problem in read.problems:
         problem.unit = read.unit if problem.line is not None else problem.unit
         report.add(problem)
+    report.fatal = read.fatal or any(p.line is None and p.severity == "error"
+                                     for p in read.problems)
     if kind is not None and kind not in KINDS:
         add(None, None, f"unknown kind {kind!r}; expected one of: {', '.join(KINDS)}")
+        report.fatal = True
         return report
+    ignored: dict[str, list[int]] = {}  # column tuneloop does not read -> [first line, rows]
 
     first_line = switch_line = None
     switch_format = ""
@@ -71,7 +76,11 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
             add(row.line, None, f"row is {describe(row.value)}; each row must be a JSON "
                 'object such as {"messages": [...]} or {"prompt": ..., "completion": ...}')
             continue
-        fmt = detect_format(row.value)
+        media = media_problem(row.value)
+        if media is not None:
+            add(row.line, *media)
+            continue
+        fmt = detect_format(row.value, kind or report.kind)
         if fmt is None:
             keys = ", ".join(map(repr, list(row.value)[:8])) or "none"
             add(row.line, None, f"no known format has these keys ({keys}); expected one of: "
@@ -85,12 +94,15 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
             if kind is not None and report.kind != kind:
                 add(row.line, None, f"this is {fmt} data (for {report.kind} jobs) but {kind} "
                     f"data was asked for; {kind} rows look like {KIND_SHAPES[kind]}")
+                report.fatal = True
                 break
         if fmt != report.format:
             switched += 1
             if switch_line is None:
                 switch_line, switch_format = row.line, fmt
             continue
+        for column in unused(fmt, row.value):
+            ignored.setdefault(column, [row.line, 0])[1] += 1
         record, issues = normalise(fmt, row.value)
         for field, message, severity in issues:
             add(row.line, field, message, severity)
@@ -102,6 +114,12 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
         add(switch_line, None, f"mixed formats: this row is {switch_format} but the file started "
             f"as {report.format} ({unit} {first_line}); {switched} row(s) differ: keep one "
             "format per file")
+    for column, (line, count) in ignored.items():
+        add(line, column, f"column not used for {report.format} data ({count} row(s)); "
+            "tuneloop ignores it: drop it, or rename it if it holds something the format reads",
+            "warning")
+    used = set(report.line_numbers)
+    report.skipped_lines = [row.line for row in read.rows if row.line not in used]
     report.problems.sort(key=lambda p: (p.line or 0))
     return report
 
