@@ -17,6 +17,7 @@ transformers are imported only by the functions that need them.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from tuiapp.engine.data.columns import media_problem, unused
@@ -122,6 +123,33 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
     report.skipped_lines = [row.line for row in read.rows if row.line not in used]
     report.problems.sort(key=lambda p: (p.line or 0))
     return report
+
+
+def skippable(report: ValidationReport) -> bool:
+    """Whether leaving the invalid rows out gives a dataset: every error sits on a row that was
+    read (no broken file, no wrong kind), and some rows are usable."""
+    return not report.fatal and bool(report.records)
+
+
+def write_valid_rows(report: ValidationReport, folder: str | Path) -> tuple[Path, str]:
+    """The usable rows, normalised, as JSON Lines in `folder` (named by their sha256); returns
+    (path, sha256). Used by ``import --skip-invalid``: the version holds only rows that validate,
+    and its lineage names the lines left out."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.records).encode()
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = Path(folder) / digest[:16] / (Path(report.path).stem + ".valid.jsonl")
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(payload)
+    return dest, digest
+
+
+def skip_summary(report: ValidationReport, source_hash: str) -> dict:
+    """What --skip-invalid left out, for the version's stats and lineage."""
+    return {"count": len(report.skipped_lines), "lines": report.skipped_lines,
+            "unit": "row" if report.file_type in ("parquet", "datasets") else "line",
+            "errors": report.error_count, "source_sha256": source_hash,
+            "first_errors": [str(p) for p in report.errors[:5]]}
 
 
 def content_hash(path: str | Path) -> str:
