@@ -189,3 +189,17 @@ def test_text_part_keyed_value_gets_a_message_that_says_so(tmp_path):
                  '{"role": "assistant", "content": "yo"}]}\n')
     err = validate(f).errors[0]
     assert err.field == "messages[0].content[0]" and "not 'value'" in err.message
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('{"text": "unterminated}\n', "Unterminated string starting at column 10; a string is not "
+     "closed"),
+    ('{"text": "a",}\n', "keys need double quotes, and there must be no trailing comma"),
+    ('{"text": "a\\q"}\n', "Invalid \\escape; a backslash starts an escape"),
+])
+def test_json_errors_are_whole_sentences(tmp_path, text, needle):
+    f = tmp_path / "bad.jsonl"
+    f.write_text(text)
+    err = validate(f).errors[0]
+    assert err.line == 1 and needle in err.message
+    assert not err.message.endswith(" at")

@@ -177,8 +177,30 @@ def _duplicate_paths(value: Any, prefix: str = "") -> list[str]:
     return found
 
 
+# json's terse messages, finished with what usually causes them.
+_JSON_HINTS = {
+    "Expecting ',' delimiter": "a ',' (or the closing ] or }) is missing before this point",
+    "Expecting ':' delimiter": "a key must be followed by ':' and its value",
+    "Expecting property name enclosed in double quotes": "keys need double quotes, and there "
+    "must be no trailing comma before }",
+    "Expecting value": "a value is missing here (or it is not JSON: single quotes, NaN, a "
+    "trailing comma)",
+    "Unterminated string starting at": "a string is not closed: a quote is missing, or a raw "
+    "line break is inside it (write \\n)",
+    "Invalid control character at": "a raw tab or line break is inside a string: write \\t "
+    "or \\n",
+    "Invalid \\escape": "a backslash starts an escape JSON does not have: write \\\\ for a "
+    "backslash",
+    "Extra data": "more text follows the value",
+}
+
+
 def _json_error(exc: json.JSONDecodeError) -> str:
-    return f"invalid JSON at column {exc.colno}: {exc.msg}"
+    hint = _JSON_HINTS.get(exc.msg)
+    tail = f"; {hint}" if hint else ""
+    if exc.msg.endswith(" at"):  # "Unterminated string starting at": json keeps the where apart
+        return f"invalid JSON at column {exc.colno}: {exc.msg} column {exc.colno}{tail}"
+    return f"invalid JSON at column {exc.colno}: {exc.msg}{tail}"
 
 
 def _row(line: int, value: Any) -> RawRow:
