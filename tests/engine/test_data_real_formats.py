@@ -203,3 +203,14 @@ def test_json_errors_are_whole_sentences(tmp_path, text, needle):
     err = validate(f).errors[0]
     assert err.line == 1 and needle in err.message
     assert not err.message.endswith(" at")
+
+
+def test_a_field_error_in_a_json_array_names_the_fields_own_line():
+    bad = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "bad"
+    err = validate(bad / "json_array_bad_element.json").errors[0]
+    assert (err.line, err.field) == (26, "messages[0].role")  # the row, as before
+    assert err.message.endswith("(the field is on line 29)")
+    err = validate(bad / "alpaca_output_number.json").errors[0]
+    assert err.message.endswith("(the field is on line 4)")
+    # a missing key has no line of its own: nothing is added
+    assert "the field is on line" not in validate(bad / "alpaca_missing_output.json").errors[0].message

@@ -37,6 +37,7 @@ class RawRow:
     value: Any
     bad: bool = False  # the reader already reported why this row can't be used
     duplicates: list[str] = field(default_factory=list)  # JSON paths of repeated keys
+    source: tuple[str, int] | None = None  # (file text, offset) of a JSON array's element
 
 
 @dataclass
@@ -291,6 +292,7 @@ def _read_json_array(spath: str, text: str, bad: set[int], res: ReadResult) -> N
             res.rows.append(RawRow(start_line, None, bad=True))
         else:
             res.rows.append(_row(start_line, value))
+            res.rows[-1].source = (text, pos)
         pos = skip_ws(end)
         if pos < n and text[pos] == ",":
             pos = skip_ws(pos + 1)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tuiapp.engine.data.columns import media_problem, unused
 from tuiapp.engine.data.formats import SHAPES, detect_format, normalise
+from tuiapp.engine.data.locate import field_line
 from tuiapp.engine.data.read import describe, read_rows
 from tuiapp.engine.data.types import (
     FORMAT_KIND,
@@ -106,6 +107,10 @@ def validate(path: str | Path, kind: str | None = None) -> ValidationReport:
             ignored.setdefault(column, [row.line, 0])[1] += 1
         record, issues = normalise(fmt, row.value)
         for field, message, severity in issues:
+            if field and row.source is not None:  # a JSON array row: say where the field is
+                at = field_line(*row.source, field)
+                if at is not None and at != row.line:
+                    message += f" (the field is on line {at})"
             add(row.line, field, message, severity)
         if record is not None and not row.duplicates:
             report.records.append(record)
