@@ -214,3 +214,49 @@ def test_a_field_error_in_a_json_array_names_the_fields_own_line():
     assert err.message.endswith("(the field is on line 4)")
     # a missing key has no line of its own: nothing is added
     assert "the field is on line" not in validate(bad / "alpaca_missing_output.json").errors[0].message
+
+
+def _tokenizer_with(template: str | None):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+    tok.chat_template = template
+    return tok
+
+
+TOOL_TEMPLATE = (
+    "{% if tools %}{% for t in tools %}tool {{ t.function.name }}\n{% endfor %}{% endif %}"
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}"
+    "{% for c in m.tool_calls or [] %} call {{ c.function.name }} {{ c.function.arguments | tojson }}"
+    "{% endfor %}\n{% endfor %}")
+PLAIN_TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+
+
+def test_stats_say_whether_the_template_renders_tool_calls():
+    report = validate(REAL / "openai_tools.jsonl")
+    good = compute_stats(report, tokenizer=_tokenizer_with(TOOL_TEMPLATE))["tool_use"]
+    assert good == {"rows_with_tool_calls": 2, "rows_with_tools": 2,
+                    "template_renders_tool_calls": True, "template_renders_tools": True}
+    plain = compute_stats(report, tokenizer=_tokenizer_with(PLAIN_TEMPLATE))["tool_use"]
+    assert plain["template_renders_tool_calls"] is False
+    assert plain["template_renders_tools"] is False
+    assert "tool_use" not in compute_stats(validate(REAL / "kto_messages.json"),
+                                           tokenizer=_tokenizer_with(PLAIN_TEMPLATE))
+
+
+def test_cli_stats_warns_when_the_template_drops_tool_calls(tmp_path):
+    from typer.testing import CliRunner
+
+    from tuiapp.cli import data_cmd
+
+    folder = tmp_path / "tok"
+    _tokenizer_with(PLAIN_TEMPLATE).save_pretrained(folder)
+    result = CliRunner().invoke(data_cmd.app, ["stats", str(REAL / "openai_tools.jsonl"),
+                                               "--tokenizer", str(folder)],
+                                obj={"home": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+    assert "2 row(s) hold tool calls but the chat template" in result.output
+    assert "does not render tools=" in result.output

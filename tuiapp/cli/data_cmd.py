@@ -66,12 +66,29 @@ def _stats_warnings(report, stats: dict[str, Any]) -> None:
                            f"{stats['max_length']}: truncation removes every assistant token "
                            f"(lines {', '.join(map(str, nothing['lines'][:10]))}); raise "
                            "--max-length or shorten the prompts", "warning"))
+    for problem in tool_use_warnings(stats):
+        report.add(Problem(report.path, None, None, problem, "warning"))
     pref = stats.get("preference") or {}
     if pref.get("prompt_fills_max_length"):
         report.add(Problem(report.path, None, None,
                            f"{pref['prompt_fills_max_length']} pair(s) have a prompt of at least "
                            f"max_length {stats['max_length']} tokens: nothing of chosen or "
                            "rejected survives truncation", "warning"))
+
+
+def tool_use_warnings(stats: dict[str, Any]) -> list[str]:
+    """A chat template that drops tool calls or tool definitions, said in words."""
+    tools = stats.get("tool_use") or {}
+    out = []
+    if tools.get("rows_with_tool_calls") and not tools["template_renders_tool_calls"]:
+        out.append(f"{tools['rows_with_tool_calls']} row(s) hold tool calls but the chat template "
+                   f"of {stats['tokenizer']} does not render them: the model would learn the "
+                   "conversations with the calls cut out; use a tokenizer whose template takes "
+                   "tool_calls (e.g. Qwen2.5, Llama 3.1)")
+    if tools.get("rows_with_tools") and not tools["template_renders_tools"]:
+        out.append(f"{tools['rows_with_tools']} row(s) define tools but the chat template of "
+                   f"{stats['tokenizer']} does not render tools=: the definitions are left out")
+    return out
 
 
 def _summary(report) -> str:
@@ -198,6 +215,8 @@ def stats_cmd(
     if not report.ok:
         console.print(f"[yellow]{report.rows - len(report.records)} row(s) with errors are left "
                       "out; `tuneloop data validate` lists them[/]")
+    for warning in tool_use_warnings(stats):
+        console.print(f"[yellow]{escape(warning)}[/]")
     print_stats(console, stats)
 
 

@@ -96,6 +96,26 @@ class Counting:
         return chatml(messages, add_generation_prompt)
 
 
+_PROBE = "tuneloop_probe_fn"
+
+
+def tool_support(c: Counting) -> dict[str, bool]:
+    """Whether the chat template in use renders tool calls and tool definitions: a template
+    that drops them would train the model on conversations with the calls cut out."""
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": _PROBE, "arguments": {"x": 1}}}]}
+    msgs = [{"role": "user", "content": "q"}, call, {"role": "tool", "content": "r"},
+            {"role": "assistant", "content": "a"}]
+    tools = [{"type": "function", "function": {"name": _PROBE + "_def", "description": "d",
+                                               "parameters": {"type": "object"}}}]
+    before = c.template_failures
+    out = c.render(msgs, tools=tools)
+    c.template_failures = before  # the probe is not one of the dataset's rows
+    if c.template != "tokenizer":
+        return {"tool_calls": True, "tools": False}  # ChatML fallback: calls as JSON text
+    return {"tool_calls": _PROBE in out.replace(_PROBE + "_def", ""), "tools": _PROBE + "_def" in out}
+
+
 # ---------------------------------------------------------------- per-record measures
 
 
@@ -272,6 +292,16 @@ def compute_stats(report: ValidationReport, tokenizer: Any = None,
         stats["documents"] = len(records)
     if report.kind == "kto":
         stats["labels"] = {"desirable": labels["true"], "undesirable": labels["false"]}
+    calling = sum(any(m.get("tool_calls") for m in r.get("messages", []) +
+                      (r["prompt"] if isinstance(r.get("prompt"), list) else []) +
+                      (r["completion"] if isinstance(r.get("completion"), list) else []))
+                  for r in records)
+    defining = sum(bool(r.get("tools")) for r in records)
+    if calling or defining:
+        support = tool_support(c)
+        stats["tool_use"] = {"rows_with_tool_calls": calling, "rows_with_tools": defining,
+                             "template_renders_tool_calls": support["tool_calls"],
+                             "template_renders_tools": support["tools"]}
     if c.template_failures:
         stats["template_failures"] = c.template_failures
     return stats
