@@ -155,3 +155,63 @@ def test_import_refuses_bad_data(run):
     assert "not imported" in result.output
     listed = run("list", "--name", "bad", "--json")
     assert json.loads(listed.stdout) == []
+
+
+REAL = FIXTURES.parent / "real_formats"
+
+
+def test_import_skip_invalid_leaves_rows_out_and_lists_them(run, tmp_path, word_tokenizer_file):
+    src = REAL / "hh_rlhf.jsonl"
+    refused = run("import", src, "--name", "hh")
+    assert refused.exit_code == 1
+    assert "--skip-invalid to leave the 1 invalid row(s) out" in refused.output
+    assert json.loads(run("list", "--name", "hh", "--json").stdout) == []
+
+    result = run("import", src, "--name", "hh", "--skip-invalid", "--json",
+                 "--tokenizer", word_tokenizer_file)
+    assert result.exit_code == 0, result.output
+    version = json.loads(result.stdout)
+    assert version["rows"] == 3 and version["kind"] == "preference"
+    assert "leaving out 1 invalid row(s) of 4 (lines 3)" in result.stderr
+
+    from store import Store
+    from tuiapp.engine.data import validate
+
+    store = Store(tmp_path / "home" / "tuneloop.db")
+    stored = store.get_dataset_version(version["id"])
+    assert stored.stats["skipped"]["lines"] == [3] and stored.stats["skipped"]["count"] == 1
+    assert stored.lineage["skipped_invalid"]["lines"] == [3]
+    # the version's own file holds only rows that validate, as the same kind
+    again = validate(stored.path, kind="preference")
+    assert again.ok and len(again.records) == 3
+    assert again.records[0]["prompt"].endswith("\n\nAssistant:")
+
+    twice = run("import", src, "--name", "hh", "--skip-invalid", "--json")
+    assert json.loads(twice.stdout)["already_imported"] is True
+
+
+def test_skip_invalid_cannot_rescue_a_file_with_no_usable_row(run):
+    result = run("import", REAL / "images.json", "--name", "img", "--skip-invalid")
+    assert result.exit_code == 1
+    assert "no row is usable" in result.output
+    assert "multimodal rows are not supported" in result.output
+
+
+def test_skip_invalid_cannot_rescue_a_broken_file(run):
+    result = run("import", BAD / "json_array_missing_comma.json", "--name", "x", "--skip-invalid")
+    assert result.exit_code == 1
+    assert "cannot be read whole" in result.output
+
+
+def test_stats_exits_non_zero_when_no_row_is_usable(run):
+    result = run("stats", REAL / "images.json")
+    assert result.exit_code == 1
+    assert "no usable row" in result.output
+    as_json = run("stats", REAL / "images.json", "--json")
+    assert as_json.exit_code == 1
+
+
+def test_stats_show_the_document_count_of_a_text_file(run, word_tokenizer_file):
+    result = run("stats", REAL / "long_lines.txt", "--tokenizer", word_tokenizer_file)
+    assert result.exit_code == 0, result.output
+    assert "documents" in result.output and "4" in result.output

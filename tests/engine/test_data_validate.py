@@ -51,7 +51,8 @@ BAD_CASES = [
     ("unknown_role.jsonl", None, 2, "messages[1].role",
      'unknown role "bot"; expected one of: system, user, assistant'),
     ("role_case.jsonl", None, 1, "messages[0].role", "roles are lower-case: 'user'"),
-    ("tool_role.jsonl", None, 1, "messages[2].role", "'tool' turns are not supported"),
+    ("tool_role.jsonl", None, 1, "messages[2].role",
+     "a tool result must follow an assistant turn with tool_calls"),
     ("non_alternating.jsonl", None, 3, "messages[1].role", "two user turns in a row"),
     ("starts_with_assistant.jsonl", None, 1, "messages[1].role", "must start with a user turn"),
     ("system_not_first.jsonl", None, 1, "messages[2].role", "only allowed as the first message"),
@@ -62,7 +63,7 @@ BAD_CASES = [
     ("message_not_object.jsonl", None, 1, "messages[1]", "must be an object with 'role'"),
     ("null_content.jsonl", None, 1, "messages[1].content", "is null; expected a string"),
     ("number_content.jsonl", None, 1, "messages[0].content", "must be a string, got a number 42"),
-    ("content_parts_bad.jsonl", None, 1, "messages[0].content[0]", "only text parts"),
+    ("content_parts_bad.jsonl", None, 1, "messages[0].content[0]", "(multimodal) is not supported"),
     ("nested_wrong_type.jsonl", None, 1, "conversations[0].value", "got an array"),
     ("sharegpt_unknown_from.jsonl", None, 1, "conversations[1].from",
      'unknown speaker "bot"; expected one of: system, human, user, gpt, assistant'),
@@ -153,7 +154,11 @@ def test_good_fixture_is_accepted(name, fmt, kind, rows):
 
 
 def test_every_format_and_file_type_has_a_good_fixture():
-    formats = {case[1] for case in GOOD_CASES}
+    # the formats only public-shaped files use live in tests/fixtures/real_formats
+    real = FIXTURES.parent / "real_formats"
+    formats = {case[1] for case in GOOD_CASES} | {
+        validate(real / name).format for name in
+        ("kto_messages.json", "sharegpt_preference.json", "pairs_messages.jsonl")}
     assert formats == set(FORMATS)
     suffixes = {Path(case[0]).suffix for case in GOOD_CASES}
     assert {".jsonl", ".json", ".csv", ".tsv", ".txt"} <= suffixes

@@ -66,12 +66,29 @@ def _stats_warnings(report, stats: dict[str, Any]) -> None:
                            f"{stats['max_length']}: truncation removes every assistant token "
                            f"(lines {', '.join(map(str, nothing['lines'][:10]))}); raise "
                            "--max-length or shorten the prompts", "warning"))
+    for problem in tool_use_warnings(stats):
+        report.add(Problem(report.path, None, None, problem, "warning"))
     pref = stats.get("preference") or {}
     if pref.get("prompt_fills_max_length"):
         report.add(Problem(report.path, None, None,
                            f"{pref['prompt_fills_max_length']} pair(s) have a prompt of at least "
                            f"max_length {stats['max_length']} tokens: nothing of chosen or "
                            "rejected survives truncation", "warning"))
+
+
+def tool_use_warnings(stats: dict[str, Any]) -> list[str]:
+    """A chat template that drops tool calls or tool definitions, said in words."""
+    tools = stats.get("tool_use") or {}
+    out = []
+    if tools.get("rows_with_tool_calls") and not tools["template_renders_tool_calls"]:
+        out.append(f"{tools['rows_with_tool_calls']} row(s) hold tool calls but the chat template "
+                   f"of {stats['tokenizer']} does not render them: the model would learn the "
+                   "conversations with the calls cut out; use a tokenizer whose template takes "
+                   "tool_calls (e.g. Qwen2.5, Llama 3.1)")
+    if tools.get("rows_with_tools") and not tools["template_renders_tools"]:
+        out.append(f"{tools['rows_with_tools']} row(s) define tools but the chat template of "
+                   f"{stats['tokenizer']} does not render tools=: the definitions are left out")
+    return out
 
 
 def _summary(report) -> str:
@@ -142,6 +159,8 @@ def _print_pct(table: Table, label: str, pct: dict | None) -> None:
 def print_stats(console: Console, stats: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("rows", str(stats["rows"]))
+    if "documents" in stats:
+        table.add_row("documents", str(stats["documents"]))
     table.add_row("tokenizer", f"{escape(stats['tokenizer'])} (template: {stats['template']})")
     _print_pct(table, "tokens", stats["tokens"])
     _print_pct(table, "assistant tokens", stats.get("assistant_tokens"))
@@ -187,12 +206,17 @@ def stats_cmd(
     stats = compute_stats(report, _tokenizer(tokenizer), max_length)
     if as_json:
         print_json({"report": report.to_dict(), "stats": stats})
-        return
+        raise typer.Exit(0 if report.records else 1)
     console = _console()
     console.print(_summary(report))
+    if not report.records:
+        print_report(Console(stderr=True, highlight=False, soft_wrap=True), report)
+        fail("no usable row: there is nothing to measure", code=1)
     if not report.ok:
         console.print(f"[yellow]{report.rows - len(report.records)} row(s) with errors are left "
                       "out; `tuneloop data validate` lists them[/]")
+    for warning in tool_use_warnings(stats):
+        console.print(f"[yellow]{escape(warning)}[/]")
     print_stats(console, stats)
 
 
@@ -205,18 +229,38 @@ def import_cmd(
     max_length: int | None = typer.Option(None, "--max-length", min=1, help=_MAXLEN_HELP),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help=_TOK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the version as JSON."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Leave rows with errors out "
+                                      "(counted and listed in the version's stats) instead of "
+                                      "refusing the file."),
 ) -> None:
     """Validate, copy into the workspace and register an immutable, content-hashed version."""
-    from tuiapp.engine.data import compute_stats, content_hash, validate
+    from tuiapp.engine import data
 
     p = _check_args(path, kind)
-    report = validate(p, kind=kind)
+    report = data.validate(p, kind=kind)
     console = _console()
+    skipped = None
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not report.ok:
-        print_report(Console(stderr=True, highlight=False, soft_wrap=True), report)
-        fail("not imported: fix the errors above first", code=1)
-    digest = content_hash(p)
+        print_report(err, report)
+        if not skip_invalid:
+            hint = (f"; or --skip-invalid to leave the {len(report.skipped_lines)} invalid row(s) "
+                    "out") if data.skippable(report) else ""
+            fail(f"not imported: fix the errors above first{hint}", code=1)
+        if not data.skippable(report):
+            why = "no row is usable" if not report.records else "the file cannot be read whole"
+            fail(f"not imported: {why}, so there is nothing to keep by skipping rows", code=1)
     ws = open_ws(ctx)
+    if not report.ok:
+        source_hash = data.content_hash(p)
+        p_copy, digest = data.write_valid_rows(report, ws.datasets_dir)
+        skipped = data.skip_summary(report, source_hash)
+        lines = ", ".join(map(str, skipped["lines"][:20]))
+        more = " …" if skipped["count"] > 20 else ""
+        err.print(f"[yellow]leaving out {skipped['count']} invalid row(s) of {report.rows} "
+                  f"({skipped['unit']}s {lines}{more})[/]")
+    else:
+        digest = data.content_hash(p)
     for version in ws.store.list_dataset_versions(name=name):
         if version.content_hash == digest:
             if as_json:
@@ -224,20 +268,26 @@ def import_cmd(
             else:
                 console.print(f"{escape(name)}: already imported as version {version.id}")
             return
-    stats = compute_stats(report, _tokenizer(tokenizer), max_length)
+    stats = data.compute_stats(report, _tokenizer(tokenizer), max_length)
     # A private copy keyed by content keeps the version immutable when the source file changes.
-    dest = ws.datasets_dir / digest[:16] / p.name
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if p.is_dir() else shutil.copy2)(p, dest)
+    if skipped is not None:
+        dest = p_copy
+        stats["skipped"] = skipped
+    else:
+        dest = ws.datasets_dir / digest[:16] / p.name
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, dest)
     version = ws.store.add_dataset_version(
         name, str(dest), digest, report.format, report.kind, len(report.records),
-        stats={**stats, "file_type": report.file_type}, source=str(p.resolve()))
+        stats={**stats, "file_type": report.file_type}, source=str(p.resolve()),
+        lineage=None if skipped is None else {"skipped_invalid": skipped})
     if as_json:
         print_json({**_version_dict(version), "already_imported": False})
         return
+    left = f", {skipped['count']} invalid row(s) left out" if skipped else ""
     console.print(f"[green]✓[/] imported {escape(name)} as version {version.id}: "
-                  f"{version.rows} rows, {version.format} ({version.kind}), sha256 "
+                  f"{version.rows} rows, {version.format} ({version.kind}){left}, sha256 "
                   f"{digest[:12]}")
 
 

@@ -7,6 +7,7 @@ an Engine (before the TUI's first paint) costs nothing, and the dataset layer's 
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,13 @@ class Engine:
 
         return data.render_examples(report, n=n, tokenizer=self.tokenizer())
 
-    def import_dataset(self, store: Any, path: str | Path, name: str, kind: str | None = None):
+    def import_dataset(self, store: Any, path: str | Path, name: str, kind: str | None = None,
+                       skip_invalid: bool = False):
         """Validate `path` and record it as dataset version `name`; refuses data with errors.
 
+        skip_invalid: rows with errors are left out instead (the version then points at a copy
+        holding only the valid rows; its stats and lineage list the lines left out). A file that
+        cannot be read whole, or has no usable row, is refused either way.
         Importing the same bytes under the same name again returns the existing version
         (the store is idempotent on name + content hash).
         """
@@ -106,24 +111,36 @@ class Engine:
         if not path.exists():
             raise DatasetImportError(f"{path} does not exist.")
         report = data.validate(path, kind=kind)
+        skipped = None
         if not report.ok:
             count = getattr(report, "error_count", 0) or len(report.errors)
             shown = "\n".join(f"  {problem}" for problem in report.errors[:3])
-            raise DatasetImportError(
-                f"{path.name} has {count} error(s) and was not imported. Fix these first:\n{shown}"
-            )
+            if not skip_invalid or not data.skippable(report):
+                hint = (" (or leave the invalid rows out)" if data.skippable(report) else "")
+                raise DatasetImportError(
+                    f"{path.name} has {count} error(s) and was not imported. Fix these "
+                    f"first{hint}:\n{shown}")
+            skipped = data.skip_summary(report, data.content_hash(path))
         if not report.records:
             raise DatasetImportError(f"{path.name} has no usable rows; nothing to import.")
         stats = data.compute_stats(report, tokenizer=self.tokenizer())
+        target, digest = path, None
+        if skipped is not None:
+            stats["skipped"] = skipped
+            home = Path(store.path).parent if not getattr(store, "memory", False) else None
+            folder = (home / "datasets") if home else Path(tempfile.gettempdir()) / "tuneloop-valid"
+            target, digest = data.write_valid_rows(report, folder)
         return store.add_dataset_version(
             name,
-            str(path),
-            data.content_hash(path),
+            str(target),
+            digest or data.content_hash(path),
             report.format,
             report.kind,
-            report.rows,
+            len(report.records) if skipped is not None else report.rows,
             stats=stats,
             source="import",
+            lineage=None if skipped is None else {"skipped_invalid": skipped,
+                                                  "source_path": str(path)},
         )
 
     def list_workspace_files(self, home: str | Path) -> list[Path]:

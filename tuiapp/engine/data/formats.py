@@ -10,52 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuiapp.engine.data import tools
+from tuiapp.engine.data.columns import detect_format
 from tuiapp.engine.data.read import describe
+from tuiapp.engine.data.turns import (
+    _MISSING,
+    SHAREGPT_ROLES,
+    Issue,
+    _check_conversation,
+    _check_prompt,
+    _check_replies,
+    _messages,
+    _missing,
+    _text,
+)
 from tuiapp.engine.data.types import short
 
-Issue = tuple[str | None, str, str]  # field, message, severity
-_MISSING = object()
+__all__ = ["SHAPES", "detect_format", "normalise"]
 
-OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant"}
-TOOL_ROLES = ("tool", "function", "ipython", "observation", "function_call")
-# Column names people use for the same thing; named in "missing key" hints.
-ALIASES = {
-    "completion": ("response", "answer", "output", "target"),
-    "prompt": ("question", "query", "instruction", "input"),
-    "output": ("response", "answer", "completion"),
-    "instruction": ("prompt", "question"),
-    "chosen": ("accepted", "preferred", "good"),
-    "rejected": ("dispreferred", "bad"),
-    "label": ("labels", "kto_label"),
-}
 SHAPES = ('{"messages": [...]} | {"conversations": [...]} | {"instruction", "input", "output"} | '
           '{"prompt", "completion"} | {"prompt", "chosen", "rejected"} | '
-          '{"prompt", "completion", "label"} | {"text"} | {"prompt"}')
-
-
-def detect_format(row: dict[str, Any]) -> str | None:
-    """The format a row is written in, judged by its keys (None: no format fits)."""
-    keys = set(row)
-    if "messages" in keys:
-        return "messages"
-    if "conversations" in keys:
-        return "sharegpt"
-    if "chosen" in keys or "rejected" in keys:
-        sample = row.get("chosen", row.get("rejected"))
-        return "preference_messages" if isinstance(sample, list) else "preference"
-    if "instruction" in keys or {"input", "output"} <= keys:
-        return "alpaca"
-    if "label" in keys and keys & {"prompt", "completion"}:
-        return "kto"
-    if "completion" in keys:
-        return "prompt_completion"
-    if "prompt" in keys:
-        return "prompt_only"
-    if "text" in keys:
-        return "text"
-    return None
+          '{"prompt", "completion", "label"} | {"messages": [...], "label"} | {"text"} | '
+          '{"prompt"}')
+# hh-rlhf style transcripts: the prompt ends at the last assistant marker both texts share.
+ASSISTANT_MARKER = "\n\nAssistant:"
 
 
 def normalise(fmt: str, row: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Issue]]:
@@ -66,179 +44,128 @@ def normalise(fmt: str, row: dict[str, Any]) -> tuple[dict[str, Any] | None, lis
     return record, issues
 
 
-# ---------------------------------------------------------------- small checks
-
-
-def _missing(row: dict, key: str) -> str:
-    near = [a for a in ALIASES.get(key, ()) if a in row]
-    hint = f" (found {near[0]!r}: rename it to {key!r})" if near else ""
-    return f"missing key {key!r}{hint}"
-
-
-def _text(row: dict, key: str, issues: list[Issue], *, field: str | None = None,
-          optional: bool = False, allow_empty: bool = False) -> str | None:
-    """A string field; reports what is wrong with it and returns None then."""
-    value = row.get(key, _MISSING)
-    field = field or key
-    if value is _MISSING:
-        if optional:
-            return ""
-        issues.append((field, _missing(row, key), "error"))
-        return None
-    if value is None:
-        if optional:
-            return ""
-        issues.append((field, "is null; expected a string", "error"))
-        return None
-    if not isinstance(value, str):
-        issues.append((field, f"must be a string, got {describe(value)} {short(value)}", "error"))
-        return None
-    if not allow_empty and not value.strip():
-        issues.append((field, "is empty", "error"))
-        return None
-    return value
-
-
-def _content(value: Any, field: str, issues: list[Issue]) -> str | None:
-    """Message content: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        issues.append((field, "is null; expected a string", "error"))
-        return None
-    if isinstance(value, list) and value and all(isinstance(p, dict) for p in value):
-        texts = []
-        for j, part in enumerate(value):
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                issues.append((f"{field}[{j}]", "only text parts ({\"type\": \"text\", \"text\": "
-                               "...}) are supported", "error"))
-                return None
-            texts.append(part["text"])
-        return "".join(texts)
-    issues.append((field, f"must be a string, got {describe(value)} {short(value)}", "error"))
-    return None
-
-
-def _messages(value: Any, base: str, issues: list[Issue], *, role_key: str = "role",
-              content_key: str = "content", roles: dict[str, str] = OPENAI_ROLES,
-              offset: int = 0) -> list[dict[str, str]] | None:
-    """Check each message of a list on its own; normalise to [{"role", "content"}]."""
-    if not isinstance(value, list):
-        issues.append((base, f"must be a list of {{{role_key}, {content_key}}} objects, got "
-                       f"{describe(value)}", "error"))
-        return None
-    if not value:
-        issues.append((base, "is an empty list", "error"))
-        return None
-    out: list[dict[str, str]] = []
-    before = len(issues)
-    for i, msg in enumerate(value[offset:], start=offset):
-        where = f"{base}[{i}]"
-        if not isinstance(msg, dict):
-            issues.append((where, f"must be an object with {role_key!r} and {content_key!r}, got "
-                           f"{describe(msg)}", "error"))
-            continue
-        role = msg.get(role_key, _MISSING)
-        if role is _MISSING:
-            issues.append((f"{where}.{role_key}", f"missing key {role_key!r}", "error"))
-        elif not isinstance(role, str):
-            issues.append((f"{where}.{role_key}", f"must be a string, got {describe(role)}",
-                           "error"))
-            role = _MISSING
-        elif role in TOOL_ROLES:
-            issues.append((f"{where}.{role_key}", f"{role!r} turns are not supported: tuneloop "
-                           "trains on system/user/assistant turns; drop tool turns or fold their "
-                           "result into the next user turn", "error"))
-            role = _MISSING
-        elif role not in roles:
-            hint = "" if role.lower() not in roles else f" (roles are lower-case: {role.lower()!r})"
-            issues.append((f"{where}.{role_key}", f"unknown {'speaker' if role_key == 'from' else 'role'} "
-                           f"{short(role)}; expected one of: {', '.join(roles)}{hint}", "error"))
-            role = _MISSING
-        content = msg.get(content_key, _MISSING)
-        if content is _MISSING:
-            issues.append((f"{where}.{content_key}", f"missing key {content_key!r}", "error"))
-        else:
-            content = _content(content, f"{where}.{content_key}", issues)
-        if role is not _MISSING and isinstance(content, str):
-            out.append({"role": roles[role], "content": content})
-    return out if len(issues) == before else None
-
-
-def _check_conversation(msgs: list[dict[str, str]], base: str, role_key: str,
-                        content_key: str, issues: list[Issue], offset: int = 0) -> None:
-    """A whole SFT conversation: optional system first, then user/assistant alternating."""
-    prev = None
-    assistants = 0
-    for i, msg in enumerate(msgs, start=offset):
-        role, where = msg["role"], f"{base}[{i}]"
-        if role == "system":
-            if i != offset:
-                issues.append((f"{where}.{role_key}", "a system message is only allowed as the "
-                               "first message", "error"))
-            continue
-        if prev is None and role != "user":
-            issues.append((f"{where}.{role_key}", f"the conversation must start with a user turn "
-                           f"(after an optional system message), not {role}", "error"))
-        elif prev == role:
-            issues.append((f"{where}.{role_key}", f"two {role} turns in a row ({base}[{i - 1}] and "
-                           f"{where}); turns must alternate user/assistant: merge them", "error"))
-        if role == "assistant":
-            assistants += 1
-            if not msg["content"].strip():
-                issues.append((f"{where}.{content_key}", "assistant turn is empty; there is "
-                               "nothing to learn from it", "error"))
-        elif not msg["content"].strip():
-            issues.append((f"{where}.{content_key}", "user turn is empty", "warning"))
-        prev = role
-    if not assistants:
-        issues.append((base, "has no assistant turn; an SFT example needs at least one assistant "
-                       "reply to learn from", "error"))
-    elif prev == "user":
-        issues.append((f"{base}[{offset + len(msgs) - 1}].{role_key}", "the conversation ends "
-                       "with a user turn nothing answers; drop it or add the reply", "warning"))
-
-
-def _check_prompt(msgs: list[dict[str, str]], base: str, issues: list[Issue]) -> None:
-    """A conversational prompt: ends with the user turn the completion answers."""
-    for i, msg in enumerate(msgs):
-        if msg["role"] == "system" and i:
-            issues.append((f"{base}[{i}].role", "a system message is only allowed as the first "
-                           "message", "error"))
-    if msgs and msgs[-1]["role"] != "user":
-        issues.append((f"{base}[{len(msgs) - 1}].role", f"the prompt must end with a user turn, "
-                       f"not {msgs[-1]['role']}", "error"))
-
-
-def _check_replies(msgs: list[dict[str, str]], base: str, issues: list[Issue],
-                   offset: int = 0) -> None:
-    """Completions / chosen / rejected as messages: assistant replies with text."""
-    if not msgs:
-        issues.append((base, "has no reply after the prompt", "error"))
-    for i, msg in enumerate(msgs, start=offset):
-        if msg["role"] != "assistant":
-            issues.append((f"{base}[{i}].role", f"expected 'assistant' (this list holds the "
-                           f"reply), got {msg['role']!r}", "error"))
-        elif not msg["content"].strip():
-            issues.append((f"{base}[{i}].content", "assistant reply is empty", "error"))
-
-
 # ---------------------------------------------------------------- formats
 
 
-def _fmt_messages(row: dict, issues: list[Issue]) -> dict | None:
-    msgs = _messages(row["messages"], "messages", issues)
+def _with_context(row: dict, msgs: list[dict] | None, issues: list[Issue]) -> dict | None:
+    """A `system` column becomes the first message; a `tools` column travels as `tools`."""
+    if msgs is None:
+        return None
+    system = row.get("system")
+    if isinstance(system, str) and system.strip():
+        if msgs and msgs[0]["role"] == "system":
+            issues.append(("system", "the conversation has its own system message; the system "
+                           "column is ignored", "warning"))
+        else:
+            msgs = [{"role": "system", "content": system}] + msgs
+    record: dict[str, Any] = {"messages": msgs}
+    if "tools" in row:
+        defs = tools.normalise_tools(row["tools"], issues)
+        if defs is None:
+            return None
+        if defs:
+            record["tools"] = defs
+    return record
+
+
+def _conversation(row: dict, issues: list[Issue], key: str | None = None) -> list[dict] | None:
+    """The row's conversation (`messages` or ShareGPT `conversations`), checked whole."""
+    key = key or ("messages" if "messages" in row else "conversations")
+    if key == "messages":
+        msgs = _messages(row["messages"], "messages", issues)
+        role_key, content_key = "role", "content"
+    else:
+        msgs = _messages(row["conversations"], "conversations", issues, role_key="from",
+                         content_key="value", roles=SHAREGPT_ROLES)
+        role_key, content_key = "from", "value"
     if msgs is not None:
-        _check_conversation(msgs, "messages", "role", "content", issues)
-    return {"messages": msgs}
+        _check_conversation(msgs, key, role_key, content_key, issues)
+    return msgs
+
+
+def _fmt_messages(row: dict, issues: list[Issue]) -> dict | None:
+    return _with_context(row, _conversation(row, issues, "messages"), issues)
 
 
 def _fmt_sharegpt(row: dict, issues: list[Issue]) -> dict | None:
-    msgs = _messages(row["conversations"], "conversations", issues, role_key="from",
-                     content_key="value", roles=SHAREGPT_ROLES)
-    if msgs is not None:
-        _check_conversation(msgs, "conversations", "from", "value", issues)
-    return {"messages": msgs}
+    return _with_context(row, _conversation(row, issues, "conversations"), issues)
+
+
+def _fmt_kto_messages(row: dict, issues: list[Issue]) -> dict | None:
+    """A conversation plus a boolean label (LLaMA-Factory's KTO): the last assistant turn is
+    the completion the label judges, everything before it the prompt."""
+    label = _label(row, issues)
+    record = _with_context(row, _conversation(row, issues), issues)
+    if record is None or label is None:
+        return None
+    msgs = record.pop("messages")
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    if last != len(msgs) - 1:
+        key = "messages" if "messages" in row else "conversations"
+        issues.append((key, "a KTO conversation must end with the assistant reply the label "
+                       "judges", "error"))
+        return None
+    return {"prompt": msgs[:last], "completion": msgs[last:], "label": label, **record}
+
+
+def _fmt_sharegpt_preference(row: dict, issues: list[Issue]) -> dict | None:
+    """A conversation up to the user's turn, plus chosen/rejected replies as single turns
+    ({"from", "value"} or {"role", "content"}) or lists of them (LLaMA-Factory)."""
+    key = "messages" if "messages" in row else "conversations"
+    role_key, content_key = ("role", "content") if key == "messages" else ("from", "value")
+    roles = SHAREGPT_ROLES if key == "conversations" else {"system": "system", "user": "user",
+                                                           "assistant": "assistant"}
+    prompt = _messages(row[key], key, issues, role_key=role_key, content_key=content_key,
+                       roles=roles)
+    replies = {}
+    for side in ("chosen", "rejected"):
+        if side not in row:
+            issues.append((side, _missing(row, side), "error"))
+            continue
+        value = row[side]
+        if isinstance(value, dict):
+            got = _messages([value], side, issues, role_key=role_key, content_key=content_key,
+                            roles=roles)
+            # a lone turn is named `chosen`, not `chosen[0]`
+            issues[:] = [(f.replace(f"{side}[0]", side, 1) if f else f, m, sev)
+                         for f, m, sev in issues]
+        else:
+            got = _messages(value, side, issues, role_key=role_key, content_key=content_key,
+                            roles=roles)
+        if got is not None:
+            _check_replies(got, side, issues)
+            replies[side] = got
+    if prompt is None or len(replies) < 2:
+        return None
+    _check_prompt(prompt, key, issues)
+    if replies["chosen"] == replies["rejected"]:
+        issues.append(("chosen", "chosen and rejected are identical; the pair teaches nothing",
+                       "error"))
+    system = row.get("system")
+    if isinstance(system, str) and system.strip() and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system}] + prompt
+    record = {"prompt": prompt, **replies}
+    if "tools" in row:
+        defs = tools.normalise_tools(row["tools"], issues)
+        if defs:
+            record["tools"] = defs
+    return record
+
+
+def _fmt_preference_message_pairs(row: dict, issues: list[Issue]) -> dict | None:
+    """chosen_messages / rejected_messages: two whole conversations sharing their beginning."""
+    renamed = {("chosen" if k == "chosen_messages" else "rejected" if k == "rejected_messages"
+                else k): v for k, v in row.items() if k not in ("chosen", "rejected")}
+    mine: list[Issue] = []
+    record = _fmt_preference_messages(renamed, mine)
+    for field, message, severity in mine:
+        if field and field.split("[")[0] in ("chosen", "rejected"):
+            field = field.replace("chosen", "chosen_messages", 1) if field.startswith("chosen") \
+                else field.replace("rejected", "rejected_messages", 1)
+        message = message.replace("missing key 'chosen'", "missing key 'chosen_messages'")
+        message = message.replace("missing key 'rejected'", "missing key 'rejected_messages'")
+        issues.append((field, message, severity))
+    return record
 
 
 def _fmt_alpaca(row: dict, issues: list[Issue]) -> dict | None:
@@ -282,8 +209,7 @@ def _fmt_prompt_completion(row: dict, issues: list[Issue]) -> dict | None:
     return None if pair is None else {"prompt": pair[0], "completion": pair[1]}
 
 
-def _fmt_kto(row: dict, issues: list[Issue]) -> dict | None:
-    pair = _prompt_and_completion(row, issues)
+def _label(row: dict, issues: list[Issue]) -> bool | None:
     label = row.get("label", _MISSING)
     if label is _MISSING:
         issues.append(("label", _missing(row, "label") + "; KTO rows say whether the completion "
@@ -292,6 +218,14 @@ def _fmt_kto(row: dict, issues: list[Issue]) -> dict | None:
     if not isinstance(label, bool):
         issues.append(("label", f"must be true or false (a boolean), got {describe(label)} "
                        f"{short(label)}", "error"))
+        return None
+    return label
+
+
+def _fmt_kto(row: dict, issues: list[Issue]) -> dict | None:
+    pair = _prompt_and_completion(row, issues)
+    label = _label(row, issues)
+    if label is None:
         return None
     return None if pair is None else {"prompt": pair[0], "completion": pair[1], "label": label}
 
@@ -312,29 +246,73 @@ def _fmt_text(row: dict, issues: list[Issue]) -> dict | None:
 
 
 def _fmt_preference(row: dict, issues: list[Issue]) -> dict | None:
-    """prompt/chosen/rejected as strings; without a prompt, take their common beginning."""
+    """prompt/chosen/rejected as strings. Without a prompt: Alpaca's instruction (+ input), or
+    the transcript up to the last shared "\\n\\nAssistant:" (hh-rlhf), or the common beginning."""
     if isinstance(row.get("prompt"), list) or isinstance(row.get("rejected"), list):
         issues.append(("rejected" if isinstance(row.get("rejected"), list) else "prompt",
                        "prompt, chosen and rejected must all be strings or all be message lists",
                        "error"))
         return None
-    chosen = _text(row, "chosen", issues)
-    rejected = _text(row, "rejected", issues)
-    prompt = _text(row, "prompt", issues, optional=True, allow_empty=True)
+    implicit = "prompt" not in row and "instruction" not in row
+    chosen = _text(row, "chosen", issues, allow_empty=implicit)
+    rejected = _text(row, "rejected", issues, allow_empty=implicit)
+    if "instruction" in row and "prompt" not in row:
+        instruction = _text(row, "instruction", issues)
+        extra = _text(row, "input", issues, optional=True, allow_empty=True)
+        prompt = None if instruction is None or extra is None else \
+            instruction + ("\n\n" + extra if extra.strip() else "")
+    else:
+        prompt = _text(row, "prompt", issues, optional=True, allow_empty=True)
     if chosen is None or rejected is None or prompt is None:
         return None
     if chosen == rejected:
         issues.append(("chosen", "chosen and rejected are identical; the pair teaches nothing",
                        "error"))
         return None
-    if "prompt" not in row:
+    if implicit:
+        split = _split_implicit(chosen, rejected, issues)
+        if split is None:
+            return None
+        prompt, chosen, rejected = split
+    record: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    system = row.get("system")
+    if isinstance(system, str) and system.strip() and not implicit:
+        record = {"prompt": [{"role": "system", "content": system},
+                             {"role": "user", "content": prompt}],
+                  "chosen": [{"role": "assistant", "content": chosen}],
+                  "rejected": [{"role": "assistant", "content": rejected}]}
+    return record
+
+
+def _split_implicit(chosen: str, rejected: str, issues: list[Issue]) -> tuple[str, str, str] | None:
+    """Prompt and the two replies of a pair written as two full texts."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    marker = chosen.rfind(ASSISTANT_MARKER, 0, n)
+    if marker >= 0:  # hh-rlhf: the prompt is the transcript up to the last assistant turn
+        shared = chosen[: marker + len(ASSISTANT_MARKER)]
+    else:
         shared = _common_text_prefix(chosen, rejected)
         if not shared.strip():
-            issues.append(("prompt", "missing key 'prompt', and chosen/rejected share no common "
-                           "beginning to take it from; add a prompt field", "error"))
+            if n and n == min(len(chosen), len(rejected)):
+                shorter = "chosen" if len(chosen) == n else "rejected"
+                issues.append((shorter, f"{shorter} is the exact beginning of the other text: "
+                               "no prompt can be told from the replies; add a prompt field",
+                               "error"))
+            else:
+                issues.append(("prompt", "missing key 'prompt', and chosen/rejected share no "
+                               "common beginning to take it from; add a prompt field", "error"))
             return None
-        prompt, chosen, rejected = shared, chosen[len(shared):], rejected[len(shared):]
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    replies = chosen[len(shared):], rejected[len(shared):]
+    for side, reply in zip(("chosen", "rejected"), replies, strict=True):
+        if not reply.strip():
+            where = "the last '\\n\\nAssistant:'" if marker >= 0 else "the shared prompt"
+            issues.append((side, f"the {side} reply is empty (nothing after {where}); there is "
+                           "nothing to compare: drop the row or write the reply", "error"))
+    if any(not r.strip() for r in replies):
+        return None
+    return shared, replies[0], replies[1]
 
 
 def _common_text_prefix(a: str, b: str) -> str:
@@ -396,6 +374,9 @@ def _fmt_preference_messages(row: dict, issues: list[Issue]) -> dict | None:
 
 
 _CHECKERS = {
+    "kto_messages": _fmt_kto_messages,
+    "sharegpt_preference": _fmt_sharegpt_preference,
+    "preference_message_pairs": _fmt_preference_message_pairs,
     "messages": _fmt_messages,
     "sharegpt": _fmt_sharegpt,
     "alpaca": _fmt_alpaca,

@@ -37,6 +37,7 @@ class RawRow:
     value: Any
     bad: bool = False  # the reader already reported why this row can't be used
     duplicates: list[str] = field(default_factory=list)  # JSON paths of repeated keys
+    source: tuple[str, int] | None = None  # (file text, offset) of a JSON array's element
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ReadResult:
     unit: str = "line"
     rows: list[RawRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    fatal: bool = False  # reading stopped early: rows after the problem were never read
 
 
 def detect_file_type(path: Path) -> str | None:
@@ -176,8 +178,30 @@ def _duplicate_paths(value: Any, prefix: str = "") -> list[str]:
     return found
 
 
+# json's terse messages, finished with what usually causes them.
+_JSON_HINTS = {
+    "Expecting ',' delimiter": "a ',' (or the closing ] or }) is missing before this point",
+    "Expecting ':' delimiter": "a key must be followed by ':' and its value",
+    "Expecting property name enclosed in double quotes": "keys need double quotes, and there "
+    "must be no trailing comma before }",
+    "Expecting value": "a value is missing here (or it is not JSON: single quotes, NaN, a "
+    "trailing comma)",
+    "Unterminated string starting at": "a string is not closed: a quote is missing, or a raw "
+    "line break is inside it (write \\n)",
+    "Invalid control character at": "a raw tab or line break is inside a string: write \\t "
+    "or \\n",
+    "Invalid \\escape": "a backslash starts an escape JSON does not have: write \\\\ for a "
+    "backslash",
+    "Extra data": "more text follows the value",
+}
+
+
 def _json_error(exc: json.JSONDecodeError) -> str:
-    return f"invalid JSON at column {exc.colno}: {exc.msg}"
+    hint = _JSON_HINTS.get(exc.msg)
+    tail = f"; {hint}" if hint else ""
+    if exc.msg.endswith(" at"):  # "Unterminated string starting at": json keeps the where apart
+        return f"invalid JSON at column {exc.colno}: {exc.msg} column {exc.colno}{tail}"
+    return f"invalid JSON at column {exc.colno}: {exc.msg}{tail}"
 
 
 def _row(line: int, value: Any) -> RawRow:
@@ -262,11 +286,13 @@ def _read_json_array(spath: str, text: str, bad: set[int], res: ReadResult) -> N
             value, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             res.problems.append(Problem(spath, exc.lineno, None, _json_error(exc)))
+            res.fatal = True
             return
         if any(ln in bad for ln in range(start_line, line_at(end) + 1)):
             res.rows.append(RawRow(start_line, None, bad=True))
         else:
             res.rows.append(_row(start_line, value))
+            res.rows[-1].source = (text, pos)
         pos = skip_ws(end)
         if pos < n and text[pos] == ",":
             pos = skip_ws(pos + 1)
@@ -278,6 +304,7 @@ def _read_json_array(spath: str, text: str, bad: set[int], res: ReadResult) -> N
                                             "unexpected text after the closing ]"))
             return
         err = line_at(min(pos, n))
+        res.fatal = True
         res.problems.append(Problem(spath, err, None,
                                     "invalid JSON: expected ',' or ']' after an array element"))
         return
@@ -313,6 +340,7 @@ def _read_csv(spath: str, text: str, bad: set[int], res: ReadResult, delimiter: 
             break
         except csv.Error as exc:
             res.problems.append(Problem(spath, start, None, f"malformed CSV: {exc}"))
+            res.fatal = True
             return
         if not cells or all(not c.strip() for c in cells) and len(cells) <= 1:
             continue
@@ -358,11 +386,26 @@ def _csv_row(spath: str, line: int, row: dict[str, Any], res: ReadResult) -> tup
     return row, ok
 
 
+LONG_LINE = 200  # mean characters per line above which a file without blank lines is one
+# document per line (a scraped corpus), not one long document (a poem, a script)
+
+
 def _read_txt(text: str, bad: set[int], res: ReadResult) -> None:
-    """Raw text: one document per blank-line-separated paragraph (line = its first line)."""
+    """Raw text: one document per blank-line-separated paragraph (line = its first line); a
+    file without blank lines whose lines are long holds one document per line."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    numbered = [i for i, raw in enumerate(lines) if raw.strip()]
+    filled = [lines[i] for i in numbered]
+    blank_inside = bool(numbered) and numbered[-1] - numbered[0] + 1 > len(numbered)
+    if (not blank_inside and len(filled) > 1
+            and sum(map(len, filled)) / len(filled) >= LONG_LINE):
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
+                _txt_doc(number, [raw], bad, res)
+        return
     para: list[str] = []
     first = 0
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+    for number, raw in enumerate(lines, start=1):
         if raw.strip():
             if not para:
                 first = number

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuiapp import paths
+from tuiapp.engine.data.tools import as_text
 from tuiapp.engine.data.types import ValidationReport
 
 DEMO_TOKENIZER = paths.DEMO_TOKENIZER
@@ -55,7 +56,7 @@ def load_tokenizer(path: str | Path | None = None):
 
 
 def chatml(messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    text = "".join(f"<|im_start|>{m['role']}\n{as_text(m)}<|im_end|>\n" for m in messages)
     return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
@@ -84,27 +85,50 @@ class Counting:
             return len(self.tok.encode(text, add_special_tokens=False).ids)  # tokenizers.Tokenizer
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False,
+               tools: list | None = None) -> str:
         if self.template == "tokenizer":
             try:
-                return self.tok.apply_chat_template(messages, tokenize=False,
+                return self.tok.apply_chat_template(messages, tokenize=False, tools=tools or None,
                                                     add_generation_prompt=add_generation_prompt)
             except Exception:  # noqa: BLE001 - a template that rejects a turn: fall back, count
                 self.template_failures += 1
         return chatml(messages, add_generation_prompt)
 
 
+_PROBE = "tuneloop_probe_fn"
+
+
+def tool_support(c: Counting) -> dict[str, bool]:
+    """Whether the chat template in use renders tool calls and tool definitions: a template
+    that drops them would train the model on conversations with the calls cut out."""
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": _PROBE, "arguments": {"x": 1}}}]}
+    msgs = [{"role": "user", "content": "q"}, call, {"role": "tool", "content": "r"},
+            {"role": "assistant", "content": "a"}]
+    tools = [{"type": "function", "function": {"name": _PROBE + "_def", "description": "d",
+                                               "parameters": {"type": "object"}}}]
+    before = c.template_failures
+    out = c.render(msgs, tools=tools)
+    c.template_failures = before  # the probe is not one of the dataset's rows
+    if c.template != "tokenizer":
+        return {"tool_calls": True, "tools": False}  # ChatML fallback: calls as JSON text
+    return {"tool_calls": _PROBE in out.replace(_PROBE + "_def", ""), "tools": _PROBE + "_def" in out}
+
+
 # ---------------------------------------------------------------- per-record measures
 
 
-def _conversation(c: Counting, msgs: list[dict[str, str]]) -> tuple[int, list[tuple[int, int]]]:
+def _conversation(c: Counting, msgs: list[dict[str, str]],
+                  tools: list | None = None) -> tuple[int, list[tuple[int, int]]]:
     """Total tokens of the rendered conversation and the token span of each assistant turn."""
-    total = c.count(c.render(msgs))
+    total = c.count(c.render(msgs, tools=tools))
     spans = []
     for i, msg in enumerate(msgs):
         if msg["role"] == "assistant":
-            start = c.count(c.render(msgs[:i], add_generation_prompt=True)) if i else 0
-            spans.append((start, c.count(c.render(msgs[: i + 1]))))
+            start = c.count(c.render(msgs[:i], add_generation_prompt=True, tools=tools)) \
+                if i else 0
+            spans.append((start, c.count(c.render(msgs[: i + 1], tools=tools))))
     return total, spans
 
 
@@ -118,7 +142,7 @@ def _prompt_reply(c: Counting, prompt: Any, reply: Any) -> tuple[int, int]:
 
 def _roles(record: dict) -> list[tuple[str, str]]:
     if "messages" in record:
-        return [(m["role"], m["content"]) for m in record["messages"]]
+        return [(m["role"], as_text(m)) for m in record["messages"]]
     if "completion" in record:
         prompt, completion = record["prompt"], record["completion"]
         if isinstance(prompt, list):
@@ -195,14 +219,14 @@ def compute_stats(report: ValidationReport, tokenizer: Any = None,
                 dupes.append([line, seen[key]])
         else:
             seen[key] = line
-        for role, content in _roles(record):
+        for role, content in _roles(record):  # tool calls count as the assistant's text
             slot = roles.setdefault(role, {"messages": 0, "tokens": 0})
             slot["messages"] += 1
             slot["tokens"] += c.count(content)
 
         spans: list[tuple[int, int]] | None = None
         if "messages" in record:
-            total, spans = _conversation(c, record["messages"])
+            total, spans = _conversation(c, record["messages"], record.get("tools"))
             turns[len(record["messages"])] += 1
         elif "chosen" in record:
             p, full_c = _prompt_reply(c, record["prompt"], record["chosen"])
@@ -264,8 +288,20 @@ def compute_stats(report: ValidationReport, tokenizer: Any = None,
             "rejected_tokens": percentiles(pref["rejected"]),
             **(pref_cut if max_length else {}),
         }
+    if report.kind == "text":
+        stats["documents"] = len(records)
     if report.kind == "kto":
         stats["labels"] = {"desirable": labels["true"], "undesirable": labels["false"]}
+    calling = sum(any(m.get("tool_calls") for m in r.get("messages", []) +
+                      (r["prompt"] if isinstance(r.get("prompt"), list) else []) +
+                      (r["completion"] if isinstance(r.get("completion"), list) else []))
+                  for r in records)
+    defining = sum(bool(r.get("tools")) for r in records)
+    if calling or defining:
+        support = tool_support(c)
+        stats["tool_use"] = {"rows_with_tool_calls": calling, "rows_with_tools": defining,
+                             "template_renders_tool_calls": support["tool_calls"],
+                             "template_renders_tools": support["tools"]}
     if c.template_failures:
         stats["template_failures"] = c.template_failures
     return stats
@@ -292,7 +328,7 @@ def render_examples(report: ValidationReport, n: int = 3, tokenizer: Any = None)
     out = []
     for record in report.records[:n]:
         if "messages" in record:
-            out.append(c.render(record["messages"]))
+            out.append(c.render(record["messages"], tools=record.get("tools")))
         elif "text" in record:
             out.append(record["text"])
         elif set(record) == {"prompt"}:

@@ -19,6 +19,9 @@ FORMAT_KIND = {
     "preference_messages": "preference",
     "kto": "kto",
     "prompt_only": "prompt",
+    "kto_messages": "kto",
+    "sharegpt_preference": "preference",
+    "preference_message_pairs": "preference",
 }
 FORMATS = tuple(FORMAT_KIND)
 
@@ -27,7 +30,8 @@ KIND_SHAPES = {
     "sft": '{"messages": [...]}, {"instruction", "input", "output"}, '
     '{"conversations": [...]} or {"prompt", "completion"}',
     "preference": '{"prompt", "chosen", "rejected"} (strings or message lists)',
-    "kto": '{"prompt", "completion", "label": true|false}',
+    "kto": '{"prompt", "completion", "label": true|false} or {"messages": [...], "label": '
+    'true|false}',
     "text": '{"text": "..."} or a .txt file',
     "prompt": '{"prompt": "..."} (a string or a message list ending with a user turn)',
 }
@@ -91,6 +95,10 @@ class ValidationReport:
     more_problems: int = 0  # problems found beyond MAX_PROBLEMS (not stored)
     error_count: int = 0  # all errors, including those not stored
     warning_count: int = 0
+    # An error that stops reading (a broken JSON array, the wrong kind, an empty file): the
+    # rows cannot be trusted to be all there, so invalid rows cannot simply be left out.
+    fatal: bool = False
+    skipped_lines: list[int] = field(default_factory=list)  # rows read but not usable
 
     @property
     def errors(self) -> list[Problem]:
@@ -128,6 +136,7 @@ class ValidationReport:
             "warnings": self.warning_count,
             "problems": [p.to_dict() for p in self.problems],
             "more_problems": self.more_problems,
+            "skipped_lines": self.skipped_lines[:MAX_PROBLEMS],
         }
 
 
