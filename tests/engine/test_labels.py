@@ -218,3 +218,29 @@ def test_export_with_nothing_to_export_says_so(store, tmp_path):
     store.add_label(t[0].id, "tie")
     with pytest.raises(labels.LabelsError, match="no labels to export"):
         labels.export(store, "s", home=tmp_path)
+
+
+def test_a_rewrite_is_never_a_win_for_the_rewritten_model(store, tmp_path):
+    """Issue 23: `e` on A saved as "your rewrite beats A" counted as a win for A's model."""
+    t = make_tasks(store, 4)
+    store.add_label(t[0].id, "a")  # base beats sft
+    store.add_label(t[1].id, "b")  # sft beats base
+    st = labels.stats(store, "s", n_boot=20)
+    before = st["win_rates"]["pairs"][0]
+    store.add_label(t[2].id, "a", edited="the person's answer")  # rewrite of base's answer
+    store.add_label(t[3].id, "b", swapped=True, edited="another one")  # rewrite of sft's
+    st = labels.stats(store, "s", n_boot=20)
+    (row,) = st["win_rates"]["pairs"]
+    assert (row["a"], row["b"]) == ("base", "sft")
+    assert (row["wins"], row["losses"], row["n"]) == (before["wins"], before["losses"], 2) == (1, 1, 2)
+    assert [s["score"] for s in st["win_rates"]["strengths"]] == pytest.approx([0.0, 0.0])
+    assert st["rewritten"] == {"base": 1, "sft": 1}
+    assert any("rewrites" in line and "base 1" in line for line in labels.summary_lines(st))
+    assert labels.comparisons(store, "s") == [("base", "sft", "a"), ("base", "sft", "b")]
+    # in the export the rewrite is chosen and the answer it replaced rejected
+    rows, _ = labels.export_rows(store, "s")
+    by_task = {r["task_id"]: r for r in rows}
+    r2, r3 = by_task[t[2].id], by_task[t[3].id]
+    assert (r2["chosen"][0]["content"], r2["rejected"][0]["content"]) == ("the person's answer", "base 2")
+    assert (r2["chosen_model"], r2["rejected_model"]) == ("edited", "base")
+    assert (r3["chosen"][0]["content"], r3["rejected"][0]["content"]) == ("another one", "sft 3")

@@ -11,8 +11,13 @@ Conventions this module fixes:
 - A repeat (a pair re-shown to measure self-agreement) is a NEW task with meta {"repeat_of": id},
   so the one-live-label-per-task rule holds; repeats count for agreement only, never in
   win-rates or exports.
-- Export: a/b labels give chosen/rejected; an edited answer is chosen against the candidate it
-  was written from (the better of the two); "both bad" rows are kept with `"both_bad": true`
+- A rewrite (a label with `edited` text; its choice names the candidate rewritten) is a NEW
+  answer that beats the one it replaced. It is never a win for the rewritten model: win-rates
+  and Bradley-Terry leave it out (it says nothing about model vs model, and which answer a
+  person rewrites — often the nearly-right one — is no loss for it either); stats count it per
+  rewritten model under "rewritten".
+- Export: a/b labels give chosen/rejected; a rewrite is chosen against the candidate it was
+  written from (chosen = rewrite, rejected = original); "both bad" rows are kept with `"both_bad": true`
   (trainers that should not learn from them filter on it); ties, skips and pairs whose two
   answers are the same text are left out (lineage["left_out"] counts them by reason).
 """
@@ -273,15 +278,23 @@ def _labelled(store: Any, task_set: str | None) -> tuple[dict[int, Any], dict[in
 
 
 def comparisons(store: Any, task_set: str | None = None, _read=None) -> list[tuple[str, str, str]]:
-    """(model of candidate a, model of candidate b, choice) per live label, repeats left out."""
+    """(model of candidate a, model of candidate b, choice) per live label between two models;
+    repeats and rewrites (a person's answer against one model's, see above) left out."""
     tasks, live = _read or _labelled(store, task_set)
     out = []
     for task_id, event in live.items():
         task = tasks[task_id]
-        if is_repeat(task) or len(task.candidates) < 2:
+        if is_repeat(task) or len(task.candidates) < 2 or event.edited:
             continue
         out.append((task.candidates[0]["model_ref"], task.candidates[1]["model_ref"], event.choice))
     return out
+
+
+def rewritten_of(task: Any, event: Any) -> str | None:
+    """The model whose answer a rewrite replaced (None for a label that is no rewrite)."""
+    if not event.edited or len(task.candidates) < 2:
+        return None
+    return task.candidates[1 if event.choice == "b" else 0]["model_ref"]
 
 
 def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, Any]:
@@ -317,6 +330,8 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
         "remaining": len(originals) - len(done),
         "repeats": sum(1 for tid in live if is_repeat(tasks[tid])),
         "by_choice": dict(Counter(e.choice for e in done)),
+        "rewritten": dict(Counter(m for tid, e in live.items() if not is_repeat(tasks[tid])
+                                  and (m := rewritten_of(tasks[tid], e)))),
         "median_ms": elapsed[len(elapsed) // 2] if elapsed else None,
         "labels_per_minute": 60000.0 / mean_ms if mean_ms else None,
         "agreement": agreement(store, task_set, read),
@@ -431,6 +446,9 @@ def summary_lines(st: dict) -> Iterable[str]:
     """Plain-text lines for `tuneloop labels stats` (the screen draws its own)."""
     yield f"tasks {st['tasks']} · labelled {st['labelled']} · remaining {st['remaining']}"
     yield "choices: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_choice"].items())) or "none")
+    if st.get("rewritten"):
+        yield ("rewrites (your answer beat the model's; not in win-rates): "
+               + ", ".join(f"{k} {v}" for k, v in sorted(st["rewritten"].items())))
     if st["labels_per_minute"]:
         yield f"pace: {st['labels_per_minute']:.1f} labels/min (median {st['median_ms'] / 1000:.1f} s)"
     ag = st["agreement"]
