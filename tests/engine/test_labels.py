@@ -244,3 +244,21 @@ def test_a_rewrite_is_never_a_win_for_the_rewritten_model(store, tmp_path):
     assert (r2["chosen"][0]["content"], r2["rejected"][0]["content"]) == ("the person's answer", "base 2")
     assert (r2["chosen_model"], r2["rejected_model"]) == ("edited", "base")
     assert (r3["chosen"][0]["content"], r3["rejected"][0]["content"]) == ("another one", "sft 3")
+
+
+def test_one_run_has_one_ref_in_tasks_and_win_rates(store):
+    """Issue 23: tasks made with `base,1` stored `1`, blind A/B stored `run:1`."""
+    gen = ScriptedGenerator(store)
+    with pytest.raises(labels.LabelsError):
+        labels.pairs_of(["1", "run:1"])  # the same run twice
+    (task,) = labels.new_tasks(store, gen, ["base", "1"], PROMPTS[1:2])
+    assert task.task_set == "base vs run:1" and task.meta["pair"] == ["base", "run:1"]
+    assert [c["model_ref"] for c in task.candidates] == ["base", "run:1"]
+    blind = store.create_label_task("p", [{"model_ref": "run:1", "output": "x"},
+                                          {"model_ref": "base", "output": "y"}], task_set="blind")
+    store.add_label(task.id, "b")
+    store.add_label(blind.id, "a")
+    st = labels.stats(store, None, n_boot=10)
+    assert st["win_rates"]["models"] == ["base", "run:1"]
+    (row,) = st["win_rates"]["pairs"]
+    assert (row["losses"], row["n"]) == (2, 2)

@@ -36,6 +36,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from store.refs import canonical_ref
+
 EXPORT_CHOICES = ("a", "b", "both_bad")
 
 
@@ -71,7 +73,8 @@ def make_repeat(store: Any, original: Any, shown_swapped: bool) -> Any:
 
 
 def pairs_of(refs: Sequence[str]) -> list[tuple[str, str]]:
-    refs = [r.strip() for r in refs if r and r.strip()]
+    """Every pair of the REFs, each in its canonical spelling (`1` and `run:1` are one run)."""
+    refs = [canonical_ref(r) for r in refs if r and r.strip()]
     if len(refs) < 2 or len(set(refs)) < len(refs):
         raise LabelsError("give two or more different model REFs, e.g. --models base,run:3")
     return list(combinations(refs, 2))
@@ -142,7 +145,7 @@ class _Maker:
 
 
 def default_task_set(refs: Sequence[str]) -> str:
-    return " vs ".join(r.strip() for r in refs if r.strip())
+    return " vs ".join(canonical_ref(r) for r in refs if r.strip())
 
 
 def new_tasks(store: Any, generator: Any, refs: Sequence[str], prompts: Any, n: int | None = None,
