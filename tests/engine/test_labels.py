@@ -235,6 +235,8 @@ def test_a_rewrite_is_never_a_win_for_the_rewritten_model(store, tmp_path):
     assert (row["wins"], row["losses"], row["n"]) == (before["wins"], before["losses"], 2) == (1, 1, 2)
     assert [s["score"] for s in st["win_rates"]["strengths"]] == pytest.approx([0.0, 0.0])
     assert st["rewritten"] == {"base": 1, "sft": 1}
+    # sft's answer was shown as A (swapped): both rewrites were pressed as `e` (rewrite A)
+    assert st["by_key"] == {"A": 1, "B": 1, "rewrite A": 2}
     assert any("rewrites" in line and "base 1" in line for line in labels.summary_lines(st))
     assert labels.comparisons(store, "s") == [("base", "sft", "a"), ("base", "sft", "b")]
     # in the export the rewrite is chosen and the answer it replaced rejected

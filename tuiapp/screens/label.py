@@ -149,7 +149,7 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
             with side:
                 yield Static("", id="facts", classes="facts")
                 yield Static("", id="label-agreement")
-                yield Static("Labels by choice", classes="section-title")
+                yield Static("Labels by key pressed (this set)", classes="section-title")
                 table = DataTable(id="label-choices", cursor_type="none", zebra_stripes=True)
                 table.can_focus = False
                 yield table
@@ -175,7 +175,7 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
         # the writer thread: `_save`, `_undo`; they post LabelSaved / LabelUndone when committed)
         self.writer = LabelWriter(on_error=lambda exc: self.post_message(
             WorkFailed("saving a label", str(exc) or type(exc).__name__)))
-        self.query_one("#label-choices", DataTable).add_columns("choice", "labels")
+        self.query_one("#label-choices", DataTable).add_columns("key", "labels")
         self.load_queue()
         self.set_interval(self.stats_gap, self._stats_tick)
 

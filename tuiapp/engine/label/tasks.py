@@ -300,6 +300,19 @@ def rewritten_of(task: Any, event: Any) -> str | None:
     return task.candidates[1 if event.choice == "b" else 0]["model_ref"]
 
 
+KEY_NAMES = {"a": "A", "b": "B", "tie": "tie", "both_bad": "both bad", "skip": "skip"}
+
+
+def key_pressed(event: Any) -> str:
+    """The judgement as the labeller saw it: "A"/"B" by the side shown on screen (labels are
+    stored in candidate order and sides are drawn per task), "rewrite A"/"rewrite B", "tie"…"""
+    choice = event.choice
+    if choice in ("a", "b") and event.swapped:
+        choice = "b" if choice == "a" else "a"
+    key = KEY_NAMES.get(choice, choice)
+    return f"rewrite {key}" if event.edited and key in ("A", "B") else key
+
+
 def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, Any]:
     """Self-agreement over repeats: a repeat agrees when its label (in candidate order) equals
     the original's. Skips on either side do not count. `noise` = 1 - rate."""
@@ -332,7 +345,8 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
         "labelled": len(done),
         "remaining": len(originals) - len(done),
         "repeats": sum(1 for tid in live if is_repeat(tasks[tid])),
-        "by_choice": dict(Counter(e.choice for e in done)),
+        "by_choice": dict(Counter(e.choice for e in done)),  # stored, candidate order
+        "by_key": dict(Counter(key_pressed(e) for e in done)),  # as pressed on screen
         "rewritten": dict(Counter(m for tid, e in live.items() if not is_repeat(tasks[tid])
                                   and (m := rewritten_of(tasks[tid], e)))),
         "median_ms": elapsed[len(elapsed) // 2] if elapsed else None,
@@ -448,7 +462,8 @@ def _write_once(path: Path, blob: bytes, replace: bool = False) -> None:
 def summary_lines(st: dict) -> Iterable[str]:
     """Plain-text lines for `tuneloop labels stats` (the screen draws its own)."""
     yield f"tasks {st['tasks']} · labelled {st['labelled']} · remaining {st['remaining']}"
-    yield "choices: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_choice"].items())) or "none")
+    yield "keys pressed: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_key"].items()))
+                              or "none")
     if st.get("rewritten"):
         yield ("rewrites (your answer beat the model's; not in win-rates): "
                + ", ".join(f"{k} {v}" for k, v in sorted(st["rewritten"].items())))
