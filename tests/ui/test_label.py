@@ -319,3 +319,45 @@ async def test_labels_by_key_count_the_key_pressed_not_the_stored_side(label_app
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         assert rows == [["A", "4"], ["B", "1"]]
         assert screen.stats["by_choice"] == {"a": 2, "b": 3}  # stored, candidate order
+
+
+def labels_of(modal) -> str:
+    return " ".join(text_of(w) for w in modal.query("Label"))
+
+
+async def test_new_tasks_dialog_is_prefilled_with_real_values_enter_starts(label_app, store):
+    """Issue 23: dim placeholders read as values (a prompt file that did not exist) and Enter
+    said "Give two or more model REFs". Now the fields hold real defaults: Enter just starts."""
+    from tuiapp.screens.label_modals import DEFAULT_PROMPTS
+
+    assert DEFAULT_PROMPTS.is_file()
+    app = label_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewTasksScreen")
+        modal = app.screen
+        values = [modal.query_one(f"#new-{k}").value for k in ("models", "prompts", "n")]
+        assert values == ["base,run:12", str(DEFAULT_PROMPTS), "20"]  # base + the newest run
+        placeholders = [modal.query_one(f"#new-{k}").placeholder for k in ("models", "prompts")]
+        assert all(p.startswith("e.g. ") for p in placeholders)
+        assert "can answer: base, run:3, run:12, model:1" in labels_of(modal)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.current is not None)
+        assert app.screen is screen  # the dialog closed without an error
+        assert app.engine.calls[-1] == ("start_label_feeder",
+                                        (["base", "run:12"], str(DEFAULT_PROMPTS), None, 20))
+        assert screen.task_set == "base vs run:12" and screen.feeder.total == 20
+
+
+async def test_new_tasks_dialog_without_models_says_so(make_app):
+    app = make_app(engine=FakeLabelEngine(choices=[]))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_label(pilot, app)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewTasksScreen")
+        modal = app.screen
+        assert modal.query_one("#new-models").value == ""
+        assert "no trained models yet" in labels_of(modal)
+        await pilot.press("enter")
+        assert "two or more" in text_of(modal.query_one("#new-error"))
