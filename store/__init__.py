@@ -34,10 +34,12 @@ from store.models import (
     ModelRow,
     Run,
 )
+from store.refs import canonical_ref
 from store.store import Store
 
 __all__ = [
     "Store",
+    "canonical_ref",
     "StoreError",
     "NotFound",
     "DuplicateLabel",

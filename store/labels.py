@@ -15,6 +15,7 @@ from store import db as dbmod
 from store.db import dump_json
 from store.errors import DuplicateLabel, NotFound
 from store.models import LABEL_CHOICES, LabelEvent, LabelTask
+from store.refs import canonical_ref
 from store.rows import row_to
 
 
@@ -40,8 +41,12 @@ class LabelsMixin:
         meta: dict[str, Any] | None = None,
     ) -> LabelTask:
         """``candidates``: [{"model_ref", "output", "generation_id"?}, ...]; the first is "a",
-        the second "b" (the screen may show them swapped and records that on the label)."""
+        the second "b" (the screen may show them swapped and records that on the label).
+        Each model_ref (and a meta "pair") is stored in its canonical spelling (canonical_ref)."""
         cands = [self._check_candidate(i, c) for i, c in enumerate(candidates)]
+        if isinstance((meta or {}).get("pair"), list):
+            meta = {**meta, "pair": [canonical_ref(r) if isinstance(r, str) else r
+                                     for r in meta["pair"]]}
         if len(cands) < 2:
             raise ValueError(
                 f"A label task needs at least two candidates to compare, got {len(cands)}."
@@ -71,7 +76,7 @@ class LabelsMixin:
         missing = [k for k in ("model_ref", "output") if not isinstance(cand.get(k), str)]
         if missing:
             raise ValueError(f"candidate {index} needs a text {' and '.join(missing)}")
-        return dict(cand)
+        return {**cand, "model_ref": canonical_ref(cand["model_ref"])}
 
     def get_label_task(self, id: int) -> LabelTask:
         return self._get(LabelTask, "label_tasks", id, "label task")

@@ -182,6 +182,34 @@ def m002_run_notes_task_meta(db: Database) -> None:
     db.table("label_tasks").add_column("meta", str, not_null_default="{}")
 
 
+@_migration
+def m003_canonical_label_refs(db: Database) -> None:
+    """One REF per model in label tasks (``1`` and ``run:1`` were two models in win-rates): each
+    candidate's model_ref, and the meta "pair" a task was made for, through canonical_ref."""
+    import json
+
+    from store.refs import canonical_ref
+
+    rows = db.execute("SELECT id, candidates, meta FROM label_tasks").fetchall()
+    for task_id, candidates_text, meta_text in rows:
+        candidates = json.loads(candidates_text or "[]")
+        meta = json.loads(meta_text or "{}")
+        changed = False
+        for cand in candidates:
+            if isinstance(cand, dict) and isinstance(cand.get("model_ref"), str):
+                new = canonical_ref(cand["model_ref"])
+                changed |= new != cand["model_ref"]
+                cand["model_ref"] = new
+        if isinstance(meta, dict) and isinstance(meta.get("pair"), list):
+            pair = [canonical_ref(r) if isinstance(r, str) else r for r in meta["pair"]]
+            changed |= pair != meta["pair"]
+            meta["pair"] = pair
+        if changed:
+            db.execute("UPDATE label_tasks SET candidates = ?, meta = ? WHERE id = ?",
+                       [json.dumps(candidates, ensure_ascii=False),
+                        json.dumps(meta, ensure_ascii=False), task_id])
+
+
 # ---- append new migrations above this line ----
 
 

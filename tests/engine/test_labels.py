@@ -218,3 +218,49 @@ def test_export_with_nothing_to_export_says_so(store, tmp_path):
     store.add_label(t[0].id, "tie")
     with pytest.raises(labels.LabelsError, match="no labels to export"):
         labels.export(store, "s", home=tmp_path)
+
+
+def test_a_rewrite_is_never_a_win_for_the_rewritten_model(store, tmp_path):
+    """Issue 23: `e` on A saved as "your rewrite beats A" counted as a win for A's model."""
+    t = make_tasks(store, 4)
+    store.add_label(t[0].id, "a")  # base beats sft
+    store.add_label(t[1].id, "b")  # sft beats base
+    st = labels.stats(store, "s", n_boot=20)
+    before = st["win_rates"]["pairs"][0]
+    store.add_label(t[2].id, "a", edited="the person's answer")  # rewrite of base's answer
+    store.add_label(t[3].id, "b", swapped=True, edited="another one")  # rewrite of sft's
+    st = labels.stats(store, "s", n_boot=20)
+    (row,) = st["win_rates"]["pairs"]
+    assert (row["a"], row["b"]) == ("base", "sft")
+    assert (row["wins"], row["losses"], row["n"]) == (before["wins"], before["losses"], 2) == (1, 1, 2)
+    assert [s["score"] for s in st["win_rates"]["strengths"]] == pytest.approx([0.0, 0.0])
+    assert st["rewritten"] == {"base": 1, "sft": 1}
+    # sft's answer was shown as A (swapped): both rewrites were pressed as `e` (rewrite A)
+    assert st["by_key"] == {"A": 1, "B": 1, "rewrite A": 2}
+    assert any("rewrites" in line and "base 1" in line for line in labels.summary_lines(st))
+    assert labels.comparisons(store, "s") == [("base", "sft", "a"), ("base", "sft", "b")]
+    # in the export the rewrite is chosen and the answer it replaced rejected
+    rows, _ = labels.export_rows(store, "s")
+    by_task = {r["task_id"]: r for r in rows}
+    r2, r3 = by_task[t[2].id], by_task[t[3].id]
+    assert (r2["chosen"][0]["content"], r2["rejected"][0]["content"]) == ("the person's answer", "base 2")
+    assert (r2["chosen_model"], r2["rejected_model"]) == ("edited", "base")
+    assert (r3["chosen"][0]["content"], r3["rejected"][0]["content"]) == ("another one", "sft 3")
+
+
+def test_one_run_has_one_ref_in_tasks_and_win_rates(store):
+    """Issue 23: tasks made with `base,1` stored `1`, blind A/B stored `run:1`."""
+    gen = ScriptedGenerator(store)
+    with pytest.raises(labels.LabelsError):
+        labels.pairs_of(["1", "run:1"])  # the same run twice
+    (task,) = labels.new_tasks(store, gen, ["base", "1"], PROMPTS[1:2])
+    assert task.task_set == "base vs run:1" and task.meta["pair"] == ["base", "run:1"]
+    assert [c["model_ref"] for c in task.candidates] == ["base", "run:1"]
+    blind = store.create_label_task("p", [{"model_ref": "run:1", "output": "x"},
+                                          {"model_ref": "base", "output": "y"}], task_set="blind")
+    store.add_label(task.id, "b")
+    store.add_label(blind.id, "a")
+    st = labels.stats(store, None, n_boot=10)
+    assert st["win_rates"]["models"] == ["base", "run:1"]
+    (row,) = st["win_rates"]["pairs"]
+    assert (row["losses"], row["n"]) == (2, 2)

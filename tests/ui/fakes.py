@@ -333,10 +333,17 @@ class FakeLabelEngine(FakeEngine):
     """Label methods of the facade: statistics and export are the real (store-only) functions;
     new tasks come from the real TaskFeeder over a scripted generator."""
 
-    def __init__(self, *args, gate: threading.Event | None = None, **kwargs) -> None:
+    def __init__(self, *args, gate: threading.Event | None = None,
+                 choices: list[tuple[str, str]] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.label_gate = gate
         self.generator_: ScriptedLabelGenerator | None = None
+        self.choices = list(choices if choices is not None else [
+            ("base (demo base model)", "base"), ("run 3 sft (sft)", "run:3"),
+            ("run 12 dpo (dpo)", "run:12"), ("tiny (hf, model 1)", "model:1")])
+
+    def model_choices(self, store):
+        return list(self.choices)
 
     def label_stats(self, store, task_set=None, n_boot=100):
         from tuiapp.engine.label import tasks as labels

@@ -70,8 +70,9 @@ async def test_every_choice_key_is_stored_in_candidate_order(label_app, store):
         assert all(e.elapsed_ms is not None for e in live.values())
         assert screen.current is None
         assert "Nothing to label" in text_of(screen.query_one("#label-prompt"))
-        await wait_until(pilot, lambda: screen.facts.get("done") == "8/8")
-        assert screen.facts["live labels"] == "8"
+        await wait_until(pilot, lambda: screen.facts.get("this set", "").startswith("8/8 "))
+        assert screen.facts["this set"] == "8/8 pairs labelled · 0 to go"
+        assert screen.facts["all sets"].startswith("8 live labels = 8 + 0 repeats + 0 in other")
 
 
 async def test_undo_chain_walks_back_twelve_labels(label_app, store):
@@ -179,7 +180,9 @@ async def test_repeats_come_back_swapped_and_feed_the_agreement_meter(label_app,
         meter = text_of(screen.query_one("#label-agreement"))
         assert "1/2 (50%)" in meter and "label noise ≈ 50%" in meter
         assert screen.stats["labelled"] == 2 and screen.stats["repeats"] == 2
-        assert screen.facts["done"] == "2/4"
+        assert screen.facts["this set"] == "2/4 pairs labelled · 2 to go"
+        assert screen.facts["repeats"].startswith("2 re-shown pairs labelled")
+        assert screen.facts["all sets"] == "4 live labels = 2 + 2 repeats + 0 in other sets · 6 tasks"
 
 
 async def test_stats_panel_shows_counts_and_win_rates(label_app, store):
@@ -189,10 +192,10 @@ async def test_stats_panel_shows_counts_and_win_rates(label_app, store):
         screen = await open_label(pilot, app)
         await press_and_wait(pilot, screen, "2", "2", "2", "1", "t")
         screen.refresh_stats()
-        await wait_until(pilot, lambda: screen.facts.get("done") == "5/6")
+        await wait_until(pilot, lambda: screen.facts.get("this set", "").startswith("5/6 "))
         table = screen.query_one("#label-choices")
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-        assert rows == [["a", "1"], ["b", "3"], ["tie", "1"]]
+        assert rows == [["A", "1"], ["B", "3"], ["tie", "1"]]  # sides not swapped here
         bars = screen.query_one("#label-winrates")
         (pair,) = bars.result["pairs"]
         assert (pair["a"], pair["b"], pair["wins"], pair["ties"], pair["losses"]) == \
@@ -299,3 +302,62 @@ async def test_full_collections_wait_for_a_pause_while_labelling(label_app, stor
         await pilot.press("f6")
         await wait_until(pilot, lambda: gc.get_threshold()[2] > 10_000)
     assert gc.get_threshold() == before
+
+
+async def test_labels_by_key_count_the_key_pressed_not_the_stored_side(label_app, store):
+    """Issue 23: sides are swapped per task, so pressing A four times stores a, b, a, b."""
+    tasks = make_tasks(store, 5)  # tasks 1 and 3 show candidate b as A
+    app = label_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        await press_and_wait(pilot, screen, "1", "1", "1", "1", "2")
+        live = {e.task_id: e.choice for e in store.live_labels("demo")}
+        assert [live[t.id] for t in tasks] == ["a", "b", "a", "b", "b"]
+        screen.refresh_stats()
+        await wait_until(pilot, lambda: screen.facts.get("this set", "").startswith("5/5 "))
+        table = screen.query_one("#label-choices")
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert rows == [["A", "4"], ["B", "1"]]
+        assert screen.stats["by_choice"] == {"a": 2, "b": 3}  # stored, candidate order
+
+
+def labels_of(modal) -> str:
+    return " ".join(text_of(w) for w in modal.query("Label"))
+
+
+async def test_new_tasks_dialog_is_prefilled_with_real_values_enter_starts(label_app, store):
+    """Issue 23: dim placeholders read as values (a prompt file that did not exist) and Enter
+    said "Give two or more model REFs". Now the fields hold real defaults: Enter just starts."""
+    from tuiapp.screens.label_modals import DEFAULT_PROMPTS
+
+    assert DEFAULT_PROMPTS.is_file()
+    app = label_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewTasksScreen")
+        modal = app.screen
+        values = [modal.query_one(f"#new-{k}").value for k in ("models", "prompts", "n")]
+        assert values == ["base,run:12", str(DEFAULT_PROMPTS), "20"]  # base + the newest run
+        placeholders = [modal.query_one(f"#new-{k}").placeholder for k in ("models", "prompts")]
+        assert all(p.startswith("e.g. ") for p in placeholders)
+        assert "can answer: base, run:3, run:12, model:1" in labels_of(modal)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.current is not None)
+        assert app.screen is screen  # the dialog closed without an error
+        assert app.engine.calls[-1] == ("start_label_feeder",
+                                        (["base", "run:12"], str(DEFAULT_PROMPTS), None, 20))
+        assert screen.task_set == "base vs run:12" and screen.feeder.total == 20
+
+
+async def test_new_tasks_dialog_without_models_says_so(make_app):
+    app = make_app(engine=FakeLabelEngine(choices=[]))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_label(pilot, app)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NewTasksScreen")
+        modal = app.screen
+        assert modal.query_one("#new-models").value == ""
+        assert "no trained models yet" in labels_of(modal)
+        await pilot.press("enter")
+        assert "two or more" in text_of(modal.query_one("#new-error"))

@@ -50,10 +50,10 @@ async def test_label_counts_live_labels_and_tasks(make_app, store):
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_area(pilot, app, "f6")
         live = store.live_labels()
-        assert screen.facts["live labels"] == str(len(live))
-        assert screen.facts["label tasks"] == "3"
         assert len(live) == 2
-        assert rows(screen, "label-choices") == [["a", "1"], ["b", "1"]]
+        assert screen.facts["all sets"] == "2 live labels = 2 + 0 repeats + 0 in other sets · 3 tasks"
+        assert screen.facts["this set"] == "2/3 pairs labelled · 1 to go"
+        assert rows(screen, "label-choices") == [["A", "1"], ["B", "1"]]
 
 
 async def test_export_shows_store_rows(make_app, store):

@@ -36,7 +36,12 @@ from tuiapp.messages import (
 )
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_blind import to_candidate_order
-from tuiapp.screens.label_modals import EditAnswerScreen, NewTasksScreen, PairText
+from tuiapp.screens.label_modals import (
+    EditAnswerScreen,
+    NewTasksScreen,
+    PairText,
+    new_task_defaults,
+)
 from tuiapp.screens.label_stats import LabelStatsPanel
 from tuiapp.widgets.preference_bar import PreferenceBar
 
@@ -149,7 +154,7 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
             with side:
                 yield Static("", id="facts", classes="facts")
                 yield Static("", id="label-agreement")
-                yield Static("Labels by choice", classes="section-title")
+                yield Static("Labels by key pressed (this set)", classes="section-title")
                 table = DataTable(id="label-choices", cursor_type="none", zebra_stripes=True)
                 table.can_focus = False
                 yield table
@@ -175,7 +180,7 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
         # the writer thread: `_save`, `_undo`; they post LabelSaved / LabelUndone when committed)
         self.writer = LabelWriter(on_error=lambda exc: self.post_message(
             WorkFailed("saving a label", str(exc) or type(exc).__name__)))
-        self.query_one("#label-choices", DataTable).add_columns("choice", "labels")
+        self.query_one("#label-choices", DataTable).add_columns("key", "labels")
         self.load_queue()
         self.set_interval(self.stats_gap, self._stats_tick)
 
@@ -412,12 +417,17 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
 
     # ---- new tasks: generated ahead in the background ------------------------------------
 
+    @work(thread=True, exclusive=True, group="label-new", exit_on_error=False)
     def action_new_tasks(self) -> None:
+        defaults = new_task_defaults(self.engine, self.store)  # reads the store: off the loop
+        self.app.call_from_thread(self._ask_new_tasks, defaults)
+
+    def _ask_new_tasks(self, defaults: dict) -> None:
         def done(spec: dict | None) -> None:
             if spec:
                 self._start_feeder(spec)
 
-        self.app.push_screen(NewTasksScreen(), done)
+        self.app.push_screen(NewTasksScreen(defaults), done)
 
     @work(thread=True, group="label-feeder", exit_on_error=False)
     def _start_feeder(self, spec: dict) -> None:

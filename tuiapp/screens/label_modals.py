@@ -3,6 +3,8 @@ answer, starting a new task set)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -15,7 +17,29 @@ from textual.visual import Visual
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static, TextArea
 
+from tuiapp import paths
 from tuiapp.screens.modals import MODAL_CSS
+
+DEFAULT_PROMPTS = paths.DEMO_DIR / "eval_heldout.jsonl"  # the demo's held-out questions
+DEFAULT_N = 20
+
+
+def new_task_defaults(engine: Any, store: Any) -> dict[str, Any]:
+    """Real values to prefill the New label tasks dialog with (reads the store: call it from a
+    worker): the base and the newest trained run (REFs from engine.model_choices), the demo's
+    held-out prompt file if it is there, 20 prompts. `available`: every REF that can answer."""
+    choices = getattr(engine, "model_choices", None)
+    try:
+        refs = [ref for _, ref in choices(store)] if choices else []
+    except Exception:  # no models to offer is no reason to keep the dialog shut
+        refs = []
+    runs = [r for r in refs if r.startswith("run:") and r[4:].isdigit()]
+    pick = (["base"] if "base" in refs else []) + sorted(runs, key=lambda r: int(r[4:]))[-1:]
+    if len(pick) < 2:
+        pick = refs[:2]
+    return {"models": ",".join(pick) if len(pick) == 2 else "", "available": refs,
+            "prompts": str(DEFAULT_PROMPTS) if DEFAULT_PROMPTS.is_file() else "",
+            "n": str(DEFAULT_N)}
 
 
 class PairText(Widget):
@@ -148,20 +172,27 @@ class NewTasksScreen(ModalScreen[dict | None]):
     NewTasksScreen Label { margin-top: 1; }
     """
 
-    def __init__(self, models_hint: str = "") -> None:
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.models_hint = models_hint
+        # Prefilled with real values (new_task_defaults); placeholders only ever say "e.g." or
+        # what an empty field means, so nothing dim reads as a value already filled in
+        self.defaults = defaults or {}
 
     def compose(self) -> ComposeResult:
+        d = self.defaults
+        available = d.get("available") or []
+        hint = (f" — can answer: {', '.join(available[:8])}{' …' if len(available) > 8 else ''}"
+                if available else " — no trained models yet: train one, or give a folder")
         with Vertical():
             yield Static("New label tasks: answers are generated in the background, a few pairs "
                          "ahead of you.", classes="modal-title")
-            yield Label("Models (two or more REFs, comma-separated)" + self.models_hint)
-            yield Input(placeholder="base,run:3", id="new-models")
+            yield Label("Models (two or more REFs, comma-separated)" + hint)
+            yield Input(d.get("models", ""), placeholder="e.g. base,run:3", id="new-models")
             yield Label("Prompts (a JSONL file, or a dataset version id or name)")
-            yield Input(placeholder="sample_data/demo/eval_prompts.jsonl", id="new-prompts")
+            yield Input(d.get("prompts", ""), placeholder="e.g. path/to/prompts.jsonl",
+                        id="new-prompts")
             yield Label("How many prompts (empty: all)")
-            yield Input(placeholder="20", id="new-n")
+            yield Input(d.get("n", ""), placeholder="empty: every prompt", id="new-n")
             yield Label("Task set name (empty: the models' names)")
             yield Input(id="new-set")
             yield Static("", id="new-error", classes="modal-error")

@@ -16,7 +16,9 @@ from textual.widgets import DataTable, Static
 from tuiapp.messages import LabelStatsReady, WorkFailed
 from tuiapp.widgets.preference_bar import PreferenceBar
 
-CHOICES = ("a", "b", "tie", "both_bad", "skip")
+# "Labels by key pressed": A/B as shown on screen (sides are drawn per task, so the stored
+# candidate order a/b would not match what the labeller pressed)
+KEYS = ("A", "B", "rewrite A", "rewrite B", "tie", "both bad", "skip")
 
 
 class LabelStatsPanel:
@@ -47,15 +49,23 @@ class LabelStatsPanel:
 
                 stats_of = labels.stats
             stats = stats_of(self.store, task_set)
-            live = self.store.live_labels()
-            facts = {"task set": task_set or "–", "live labels": str(len(live)),
-                     "label tasks": str(len(self.store.list_label_tasks()))}
+            live = len(self.store.live_labels())
+            all_tasks = len(self.store.list_label_tasks())
+            # Counts a person can add up: this set's pairs, its repeats, the rest of the store
+            elsewhere = live - stats["labelled"] - stats["repeats"]
+            facts = {"task set": task_set or "–",
+                     "this set": f"{stats['labelled']}/{stats['tasks']} pairs labelled · "
+                                 f"{stats['remaining']} to go",
+                     "repeats": f"{stats['repeats']} re-shown pairs labelled (self-agreement "
+                                "only)",
+                     "all sets": f"{live} live labels = {stats['labelled']} + {stats['repeats']} "
+                                 f"repeats + {elsewhere} in other sets · {all_tasks} tasks"}
         except Exception as exc:
             self.post_message(WorkFailed("label stats", str(exc) or type(exc).__name__))
             self.post_message(LabelStatsReady(task_set, {}, {}, []))
             return
-        by = stats.get("by_choice", {})
-        choices = [(c, by[c]) for c in CHOICES if by.get(c)]
+        by = stats.get("by_key", {})
+        choices = [(k, by[k]) for k in KEYS if by.get(k)]
         self.post_message(LabelStatsReady(task_set, stats, facts, choices))
 
     def on_label_stats_ready(self, message: LabelStatsReady) -> None:
@@ -64,7 +74,6 @@ class LabelStatsPanel:
             return
         self.stats, st = message.stats, message.stats
         facts = dict(message.facts)
-        facts["done"] = f"{st['labelled']}/{st['tasks']}"
         if self.session_labels and self.session_ms:
             facts["pace"] = (f"{60000 * self.session_labels / self.session_ms:.1f}/min · "
                              f"{self.session_ms / self.session_labels / 1000:.1f} s/label")

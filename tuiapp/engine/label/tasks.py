@@ -11,8 +11,13 @@ Conventions this module fixes:
 - A repeat (a pair re-shown to measure self-agreement) is a NEW task with meta {"repeat_of": id},
   so the one-live-label-per-task rule holds; repeats count for agreement only, never in
   win-rates or exports.
-- Export: a/b labels give chosen/rejected; an edited answer is chosen against the candidate it
-  was written from (the better of the two); "both bad" rows are kept with `"both_bad": true`
+- A rewrite (a label with `edited` text; its choice names the candidate rewritten) is a NEW
+  answer that beats the one it replaced. It is never a win for the rewritten model: win-rates
+  and Bradley-Terry leave it out (it says nothing about model vs model, and which answer a
+  person rewrites — often the nearly-right one — is no loss for it either); stats count it per
+  rewritten model under "rewritten".
+- Export: a/b labels give chosen/rejected; a rewrite is chosen against the candidate it was
+  written from (chosen = rewrite, rejected = original); "both bad" rows are kept with `"both_bad": true`
   (trainers that should not learn from them filter on it); ties, skips and pairs whose two
   answers are the same text are left out (lineage["left_out"] counts them by reason).
 """
@@ -30,6 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
+
+from store.refs import canonical_ref
 
 EXPORT_CHOICES = ("a", "b", "both_bad")
 
@@ -66,7 +73,8 @@ def make_repeat(store: Any, original: Any, shown_swapped: bool) -> Any:
 
 
 def pairs_of(refs: Sequence[str]) -> list[tuple[str, str]]:
-    refs = [r.strip() for r in refs if r and r.strip()]
+    """Every pair of the REFs, each in its canonical spelling (`1` and `run:1` are one run)."""
+    refs = [canonical_ref(r) for r in refs if r and r.strip()]
     if len(refs) < 2 or len(set(refs)) < len(refs):
         raise LabelsError("give two or more different model REFs, e.g. --models base,run:3")
     return list(combinations(refs, 2))
@@ -137,7 +145,7 @@ class _Maker:
 
 
 def default_task_set(refs: Sequence[str]) -> str:
-    return " vs ".join(r.strip() for r in refs if r.strip())
+    return " vs ".join(canonical_ref(r) for r in refs if r.strip())
 
 
 def new_tasks(store: Any, generator: Any, refs: Sequence[str], prompts: Any, n: int | None = None,
@@ -273,15 +281,36 @@ def _labelled(store: Any, task_set: str | None) -> tuple[dict[int, Any], dict[in
 
 
 def comparisons(store: Any, task_set: str | None = None, _read=None) -> list[tuple[str, str, str]]:
-    """(model of candidate a, model of candidate b, choice) per live label, repeats left out."""
+    """(model of candidate a, model of candidate b, choice) per live label between two models;
+    repeats and rewrites (a person's answer against one model's, see above) left out."""
     tasks, live = _read or _labelled(store, task_set)
     out = []
     for task_id, event in live.items():
         task = tasks[task_id]
-        if is_repeat(task) or len(task.candidates) < 2:
+        if is_repeat(task) or len(task.candidates) < 2 or event.edited:
             continue
         out.append((task.candidates[0]["model_ref"], task.candidates[1]["model_ref"], event.choice))
     return out
+
+
+def rewritten_of(task: Any, event: Any) -> str | None:
+    """The model whose answer a rewrite replaced (None for a label that is no rewrite)."""
+    if not event.edited or len(task.candidates) < 2:
+        return None
+    return task.candidates[1 if event.choice == "b" else 0]["model_ref"]
+
+
+KEY_NAMES = {"a": "A", "b": "B", "tie": "tie", "both_bad": "both bad", "skip": "skip"}
+
+
+def key_pressed(event: Any) -> str:
+    """The judgement as the labeller saw it: "A"/"B" by the side shown on screen (labels are
+    stored in candidate order and sides are drawn per task), "rewrite A"/"rewrite B", "tie"…"""
+    choice = event.choice
+    if choice in ("a", "b") and event.swapped:
+        choice = "b" if choice == "a" else "a"
+    key = KEY_NAMES.get(choice, choice)
+    return f"rewrite {key}" if event.edited and key in ("A", "B") else key
 
 
 def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, Any]:
@@ -316,7 +345,10 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
         "labelled": len(done),
         "remaining": len(originals) - len(done),
         "repeats": sum(1 for tid in live if is_repeat(tasks[tid])),
-        "by_choice": dict(Counter(e.choice for e in done)),
+        "by_choice": dict(Counter(e.choice for e in done)),  # stored, candidate order
+        "by_key": dict(Counter(key_pressed(e) for e in done)),  # as pressed on screen
+        "rewritten": dict(Counter(m for tid, e in live.items() if not is_repeat(tasks[tid])
+                                  and (m := rewritten_of(tasks[tid], e)))),
         "median_ms": elapsed[len(elapsed) // 2] if elapsed else None,
         "labels_per_minute": 60000.0 / mean_ms if mean_ms else None,
         "agreement": agreement(store, task_set, read),
@@ -430,7 +462,11 @@ def _write_once(path: Path, blob: bytes, replace: bool = False) -> None:
 def summary_lines(st: dict) -> Iterable[str]:
     """Plain-text lines for `tuneloop labels stats` (the screen draws its own)."""
     yield f"tasks {st['tasks']} · labelled {st['labelled']} · remaining {st['remaining']}"
-    yield "choices: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_choice"].items())) or "none")
+    yield "keys pressed: " + (", ".join(f"{k} {v}" for k, v in sorted(st["by_key"].items()))
+                              or "none")
+    if st.get("rewritten"):
+        yield ("rewrites (your answer beat the model's; not in win-rates): "
+               + ", ".join(f"{k} {v}" for k, v in sorted(st["rewritten"].items())))
     if st["labels_per_minute"]:
         yield f"pace: {st['labels_per_minute']:.1f} labels/min (median {st['median_ms'] / 1000:.1f} s)"
     ag = st["agreement"]
