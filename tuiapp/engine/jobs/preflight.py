@@ -242,6 +242,8 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
     if not rep.records:
         report.refusals.append(f"dataset: {version.path} has no usable rows")
         return
+    if config.kind == "sft" and tokenizer is not None and not _template_masks(report, config, rep, tokenizer):
+        return
     stats = data.compute_stats(rep, tokenizer=tokenizer, max_length=config.max_length)
     report.tokens = {k: stats.get(k) for k in ("rows", "tokenizer", "template", "max_length",
                                                "tokens", "truncated", "train_on_nothing",
@@ -264,6 +266,23 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
         report.steps = config.max_steps
     else:
         report.steps = max(1, math.ceil(config.epochs * math.ceil(train_rows / per_step)))
+
+
+def _template_masks(report: PreflightReport, config: Any, rep: Any, tokenizer: Any) -> bool:
+    """A chat template without {% generation %} markers is masked turn by turn at train time;
+    measure that it can be on this data, and refuse naming the first row when it cannot."""
+    from tuiapp.engine.train import template_mask
+
+    conversational = bool(rep.records) and "messages" in rep.records[0]
+    if not template_mask.needs_derived_mask(tokenizer, conversational, config.assistant_only_loss):
+        return True
+    bad = template_mask.first_unmaskable(tokenizer, rep.records)
+    if bad is None:
+        return True
+    report.refusals.append(f"chat_template: {config.chat_template} cannot be masked on the data "
+                           f"(row {bad[0]}: {bad[1]}); set chat_template=chatml, or "
+                           "assistant_only_loss=false to train on every token")
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
