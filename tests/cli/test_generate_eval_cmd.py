@@ -144,3 +144,20 @@ def test_bad_refs_and_files_exit_2_in_words(cli, base_dir, tmp_path):
     res = cli("generate", "--model", "base", "--base", base_dir, "--prompt", "hi", "--top-p", "0")
     assert res.exit_code == 2 and "top_p" in res.stderr
     assert "Traceback" not in res.output
+
+
+def test_generate_in_a_real_process_prints_no_loading_bars_or_deprecations(base_dir, tmp_path):
+    """stderr carries tuneloop's own figures line, not transformers' weight bars or warnings."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "tuiapp", "--home", str(tmp_path / "h"), "generate",
+                           "--model", "base", "--base", str(base_dir), "-p", "Hi", "-n", "3",
+                           "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and "tokens in" in lines[-1]
+    noisy = [ln for ln in lines if "Loading weights" in ln or "Warning" in ln or "it/s]" in ln]
+    assert not noisy, proc.stderr

@@ -31,3 +31,16 @@ def fail(message: str, code: int = 1) -> None:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def quiet_transformers() -> None:
+    """CLI output is tuneloop's own: no weight-loading bars, no deprecation/info chatter from
+    transformers (errors still show). Called by commands that load models in this process."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)

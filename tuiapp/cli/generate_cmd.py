@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from tuiapp.cli.common import fail, open_ws, print_json
+from tuiapp.cli.common import fail, open_ws, print_json, quiet_transformers
 
 REF_HELP = ("'base', a run id (7 or run:7), model:<id>, a model or adapter folder, or a .gguf file")
 
@@ -32,6 +32,7 @@ def open_generator(ctx: typer.Context, base: Path | None, device: str):
     """The workspace's store behind a Generator (``base`` overrides what REF 'base' means)."""
     from tuiapp.engine.infer.generate import Generator
 
+    quiet_transformers()  # generate and eval show their own figures, not loading bars
     ws = open_ws(ctx)
     return Generator(ws.store, ws.home, base_dir=base, device=device), ws
 

@@ -31,6 +31,7 @@ class PreflightReport:
     kind: str
     base_model: str | None = None          # resolved folder / hub id (None: scratch)
     base_model_id: int | None = None
+    base_gguf: dict | None = None          # the GGUF a base folder was dequantised from
     dataset_version_id: int | None = None
     dataset_path: str | None = None
     dataset_hash: str | None = None
@@ -63,6 +64,9 @@ class PreflightReport:
         table.add_column()
         table.add_row("job", self.kind)
         table.add_row("base model", self.base_model or "scratch (fresh weights)")
+        if self.base_gguf:
+            table.add_row("from GGUF", f"{self.base_gguf.get('gguf_path')} "
+                                       f"(sha256 {str(self.base_gguf.get('gguf_sha256'))[:16]})")
         if self.start and (self.start.get("adapter_dir") or self.start.get("full_dir")):
             origin = f"run {self.parent_run_id}: " if self.parent_run_id is not None else ""
             merged = self.start.get("adapter_dir") or self.start.get("full_dir")
@@ -105,8 +109,9 @@ def _count(n: int) -> str:
 
 
 def preflight(config: Any, store: Any, home: str | Path | None = None,
-              free_bytes: int | None = None) -> PreflightReport:
-    """Check a job config. ``free_bytes`` overrides the measured free memory (tests, planning)."""
+              free_bytes: int | None = None, emit: Any = None) -> PreflightReport:
+    """Check a job config. ``free_bytes`` overrides the measured free memory (tests, planning);
+    ``emit(event, **fields)`` hears the progress of dequantising a GGUF base (first use only)."""
     kind = config.kind
     report = PreflightReport(kind=kind, device=pick_device(config.device))
     model_cfg = tokenizer = None
@@ -115,8 +120,10 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
         model, start = _resolve_start_model(config, store, report)
     else:
         try:
-            model = resolve_base_model(config.base_model, store, allow_scratch=(kind == "cpt"))
+            model = resolve_base_model(config.base_model, store, allow_scratch=(kind == "cpt"),
+                                       home=home, emit=emit)
             report.base_model, report.base_model_id = model.path, model.model_id
+            report.base_gguf = model.gguf
         except ResolveError as exc:
             report.refusals.append(str(exc))
             model = None
@@ -242,6 +249,8 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
     if not rep.records:
         report.refusals.append(f"dataset: {version.path} has no usable rows")
         return
+    if config.kind == "sft" and tokenizer is not None and not _template_masks(report, config, rep, tokenizer):
+        return
     stats = data.compute_stats(rep, tokenizer=tokenizer, max_length=config.max_length)
     report.tokens = {k: stats.get(k) for k in ("rows", "tokenizer", "template", "max_length",
                                                "tokens", "truncated", "train_on_nothing",
@@ -264,6 +273,23 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
         report.steps = config.max_steps
     else:
         report.steps = max(1, math.ceil(config.epochs * math.ceil(train_rows / per_step)))
+
+
+def _template_masks(report: PreflightReport, config: Any, rep: Any, tokenizer: Any) -> bool:
+    """A chat template without {% generation %} markers is masked turn by turn at train time;
+    measure that it can be on this data, and refuse naming the first row when it cannot."""
+    from tuiapp.engine.train import template_mask
+
+    conversational = bool(rep.records) and "messages" in rep.records[0]
+    if not template_mask.needs_derived_mask(tokenizer, conversational, config.assistant_only_loss):
+        return True
+    bad = template_mask.first_unmaskable(tokenizer, rep.records)
+    if bad is None:
+        return True
+    report.refusals.append(f"chat_template: {config.chat_template} cannot be masked on the data "
+                           f"(row {bad[0]}: {bad[1]}); set chat_template=chatml, or "
+                           "assistant_only_loss=false to train on every token")
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

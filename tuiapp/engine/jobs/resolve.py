@@ -37,14 +37,19 @@ class ResolvedModel:
     path: str | None          # local folder or hub id; None for a scratch model
     model_id: int | None      # store row (registered on first use)
     local: bool               # a folder on this machine (False: hub id or scratch)
+    gguf: dict | None = None  # the GGUF file the folder was dequantised from (tuneloop-gguf.json)
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or "\\" in spec or Path(spec).expanduser().exists()
+    return (spec.startswith((".", "/", "~")) or "\\" in spec or spec.lower().endswith(".gguf")
+            or Path(spec).expanduser().exists())
 
 
-def resolve_base_model(spec: str, store: Any, allow_scratch: bool = False) -> ResolvedModel:
-    """'demo', 'scratch' (cpt), a model id from the store, a local folder, or a hub id."""
+def resolve_base_model(spec: str, store: Any, allow_scratch: bool = False,
+                       home: str | Path | None = None, emit: Any = None) -> ResolvedModel:
+    """'demo', 'scratch' (cpt), a model id from the store, a local folder, a .gguf file
+    (dequantised once into ``<home>/models/gguf-<sha16>/``; ``emit`` gets its progress), or a
+    hub id."""
     spec = (spec or "").strip()
     if not spec:
         raise ResolveError("base_model: empty; give 'demo', a model folder, a model id or a hub id")
@@ -66,12 +71,13 @@ def resolve_base_model(spec: str, store: Any, allow_scratch: bool = False) -> Re
             raise ResolveError(f"base_model: no model with id {spec} in the store "
                                "(see the Models list, or give a folder)") from None
         if row.kind == "gguf":
-            raise ResolveError(f"base_model: model {spec} is a GGUF file ({row.path}); training "
-                               "needs a Hugging Face folder")
+            return _from_gguf(spec, Path(row.path), store, home, emit)
         local = Path(row.path).exists()
         return ResolvedModel(spec, row.path, row.id, local)
     if _looks_like_path(spec):
         folder = Path(spec).expanduser().resolve()
+        if folder.suffix.lower() == ".gguf":
+            return _from_gguf(spec, folder, store, home, emit)
         if not folder.exists():
             raise ResolveError(f"base_model: no model folder at {folder}")
         if not folder.is_dir() or not (folder / "config.json").exists():
@@ -82,6 +88,22 @@ def resolve_base_model(spec: str, store: Any, allow_scratch: bool = False) -> Re
     found = store.find_model(spec)
     row = found or store.add_model(spec, "hf", spec, meta={"source": "hub"})
     return ResolvedModel(spec, spec, row.id, False)
+
+
+def _from_gguf(spec: str, file: Path, store: Any, home: str | Path | None, emit: Any) -> ResolvedModel:
+    """A GGUF base: header checked (refused in words), then the cached dequantised folder,
+    registered with the GGUF's path and sha256 in its model row (the run's lineage)."""
+    from tuiapp.engine.train import gguf_source
+
+    try:
+        folder = gguf_source.materialize(file, home or paths.default_home(), emit)
+    except gguf_source.GGUFSourceError as exc:
+        raise ResolveError(f"base_model: {exc}") from None
+    source = gguf_source.source_of(folder) or {}
+    found = store.find_model(str(folder))
+    row = found or store.add_model(f"{file.stem} (from GGUF)", "hf", str(folder),
+                                   meta={"source": "gguf", **source})
+    return ResolvedModel(spec, str(folder), row.id, True, gguf=source)
 
 
 def _register_folder(spec: str, folder: Path, store: Any, name: str | None = None) -> ResolvedModel:

@@ -85,6 +85,8 @@ class Runner:
         if not report.ok:
             raise PreflightRefused(report)
         env = environment(report.device, report.dataset_hash)
+        if getattr(report, "base_gguf", None):
+            env["base_gguf"] = report.base_gguf  # lineage: the GGUF file the base came from
         run = self.store.create_run(
             config.kind, config.to_dict(), base_model_id=report.base_model_id,
             dataset_version_id=report.dataset_version_id, seed=config.seed, environment=env,

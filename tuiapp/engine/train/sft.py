@@ -2,7 +2,8 @@
 data → tokenizer and chat template → model (+ PEFT / bitsandbytes) → trainer → train → save.
 
 Loss is on the assistant's tokens only (TRL's ``assistant_only_loss`` reads the template's
-``{% generation %}`` markers; prompt/completion strings use the completion mask instead).
+``{% generation %}`` markers; a template without them gets a mask derived turn by turn in
+``template_mask.py``; prompt/completion strings use the completion mask instead).
 
 Padding-free batching (``packing = true``, the default): each batch's examples are concatenated
 into one row with no pad token and ``position_ids`` restarting at 0 per example (TRL's
@@ -25,7 +26,7 @@ from typing import Any
 from tuiapp import paths
 from tuiapp.engine import data
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import modeling
+from tuiapp.engine.train import modeling, template_mask
 from tuiapp.engine.train.config import SFTJobConfig
 
 
@@ -218,7 +219,20 @@ def build_trainer(config: SFTJobConfig, ctx: JobContext, model, tokenizer, train
 
     from tuiapp.engine.train.callbacks import EventCallback
 
-    args = sft_arguments(config, str(ctx.output_dir), device, dtype, bool(eval_rows), conversational)
+    overrides: dict[str, Any] = {}
+    if template_mask.needs_derived_mask(tokenizer, conversational, config.assistant_only_loss):
+        # The model's own template has no {% generation %} markers: derive the assistant mask by
+        # rendering prefix by prefix and hand TRL tokenized rows (it builds labels from the mask).
+        try:
+            train_rows = template_mask.tokenize_records(tokenizer, train_rows, config.max_length)
+            eval_rows = template_mask.tokenize_records(tokenizer, eval_rows, config.max_length)
+        except template_mask.TemplateMaskError as exc:
+            raise SFTError(f"chat template: {exc}", phase="load_data", kind="config") from exc
+        train_rows = [r for r in train_rows if 1 in r["assistant_masks"]]
+        overrides["assistant_only_loss"] = False  # the mask is already in the rows
+        ctx.emit("log", level="info", message="assistant tokens derived from the model's own chat template")
+    args = sft_arguments(config, str(ctx.output_dir), device, dtype, bool(eval_rows), conversational,
+                         **overrides)
     collator = None
     if config.packing:
         collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
