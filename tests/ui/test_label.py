@@ -361,3 +361,20 @@ async def test_new_tasks_dialog_without_models_says_so(make_app):
         assert "no trained models yet" in labels_of(modal)
         await pilot.press("enter")
         assert "two or more" in text_of(modal.query_one("#new-error"))
+
+
+async def test_x_exports_the_labels_as_a_preference_version_and_names_it(label_app, store, tmp_path):
+    make_tasks(store, 3, swapped=lambda i: False)
+    app = label_app()
+    app.engine.home = tmp_path
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: "Not exported" in text_of(screen.query_one("#label-status")))
+        await press_and_wait(pilot, screen, "1", "2", "t")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: screen.last_export is not None)
+        v = screen.last_export
+        assert v.kind == "preference" and v.rows == 2 and v.name == "labels/demo"
+        assert f"dataset version 'labels/demo' (id {v.id})" in text_of(screen.query_one("#label-status"))
+        assert store.get_dataset_version(v.id).source == "labels"

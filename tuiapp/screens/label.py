@@ -36,6 +36,7 @@ from tuiapp.messages import (
 )
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_blind import to_candidate_order
+from tuiapp.screens.label_export import LabelExportMixin
 from tuiapp.screens.label_modals import (
     EditAnswerScreen,
     NewTasksScreen,
@@ -48,7 +49,7 @@ from tuiapp.widgets.preference_bar import PreferenceBar
 SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad",
         "skip": "skipped"}
 KEYS_LINE = ("1/← A better · 2/→ B better · t tie · b both bad · s skip · e/E rewrite A/B · "
-             "u undo · n new tasks · ? help")
+             "u undo · n new tasks · x export · ? help")
 COMMANDS = (
     ("tuneloop labels new --models A,B --prompts FILE", "make label tasks from two models"),
     ("tuneloop labels export [--task-set S]", "labels → an immutable preference dataset version"),
@@ -76,7 +77,7 @@ def pair_for(task: Any) -> Pair:
     return Pair(task, task.prompt, task.system, task.candidates, display_swapped(task))
 
 
-class LabelScreen(LabelStatsPanel, AreaScreen):
+class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
     AREA = "label"
     AREA_TITLE = "Label"
     BINDINGS = [
@@ -89,6 +90,7 @@ class LabelScreen(LabelStatsPanel, AreaScreen):
         Binding("E", "edit('B')", "Rewrite B", id="label.edit_b", show=False),
         Binding("u", "undo", "Undo", id="label.undo"),
         Binding("n", "new_tasks", "New tasks", id="label.new"),
+        Binding("x", "export_labels", "Export as dataset", id="label.export"),
         Binding("ctrl+r", "refresh", "Refresh", id="label.refresh", show=False),
     ]
     DEFAULT_CSS = """
