@@ -48,6 +48,12 @@ def test_an_architecture_transformers_cannot_read_is_refused_from_the_header(tmp
     assert not (tmp_path / "home" / "models").exists()  # nothing heavy was made
     with pytest.raises(ResolveError, match="no such GGUF file"):
         resolve_base_model(str(tmp_path / "missing.gguf"), store, home=tmp_path / "home")
+    from tuiapp.engine.infer.model_refs import RefError, resolve_ref
+
+    with pytest.raises(RefError, match=r"^hf:.*rwkv6"):
+        resolve_ref(f"hf:{odd}", store, home=tmp_path / "home")
+    with pytest.raises(RefError, match="^base: .*no such GGUF file"):
+        resolve_ref("base", store, base_dir=tmp_path / "missing.gguf", home=tmp_path / "home")
 
 
 @pytest.mark.slow
@@ -87,6 +93,12 @@ def test_smollm2_gguf_to_sft_lora_to_answers(tmp_path):
     again: list[str] = []
     assert preflight(cfg, store, home, emit=lambda kind, **_: again.append(kind)).base_model == str(folder)
     assert "gguf_cached" in again and "gguf_load" not in again  # reused by hash
+    from tuiapp.engine.infer.model_refs import resolve_ref
+
+    as_hf = resolve_ref(f"hf:{GGUF}", store, home=home)  # generate/eval REFs reach the same folder
+    assert as_hf.kind == "hf" and as_hf.base_dir == folder and as_hf.model_id == report.base_model_id
+    assert resolve_ref("base", store, base_dir=GGUF, home=home).base_dir == folder
+    assert resolve_ref(str(GGUF), store).kind == "gguf"  # a bare .gguf REF stays llama.cpp's
 
     sink = ListSink()
     result = sft.train(cfg, JobContext(output_dir=tmp_path / "run", sink=sink,

@@ -441,7 +441,7 @@ class Generator:
     def resolve(self, ref: str):
         from tuiapp.engine.infer.model_refs import resolve_ref
 
-        return resolve_ref(ref, self.store, self.base_dir)
+        return resolve_ref(ref, self.store, self.base_dir, home=self.home)
 
     def backend_for(self, model_ref) -> Any:
         """One backend per GGUF file, and one per (base folder, adapters merged into it): an

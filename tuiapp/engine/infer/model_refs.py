@@ -7,13 +7,17 @@ REF forms:
   ``model:3``                 a model row in the store (HF folder, adapter folder or GGUF file)
   a folder                    an HF model folder, or an adapter folder (on the base it records)
   a ``.gguf`` file            llama.cpp
+  ``hf:<file>.gguf``          the GGUF dequantised by transformers (cached once in
+                              ``<home>/models/gguf-<sha16>/``, see train/gguf_source.py);
+                              ``base`` may stand for a .gguf file the same way
 
 An alignment run's adapter (dpo, kto, ppo, grpo, rloo) was trained on its start model: the base
 with the SFT adapter merged in. ``final/tuneloop-start.json`` (dpo/kto/reward) or the run's
 ``job.json`` "start" (every alignment run) says which; the ModelRef then carries the SFT adapter
 in ``merge_dirs``, merged into the base before the run's own adapter is applied.
 
-No torch and no Textual here; a GGUF is checked by reading its header (gguf_check).
+No torch and no Textual here (dequantising a GGUF the first time loads transformers); a GGUF
+is checked by reading its header (gguf_check).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Any
 
 from tuiapp import paths
 
-REF_FORMS = "'base', a run id (7 or run:7), model:<id>, a model or adapter folder, or a .gguf file"
+REF_FORMS = ("'base', a run id (7 or run:7), model:<id>, a model or adapter folder, a .gguf file "
+             "(llama.cpp) or hf:<file>.gguf (dequantised, transformers)")
 
 
 class RefError(ValueError):
@@ -154,7 +159,21 @@ def _from_gguf(ref: str, path: Path, label: str, **ids: Any) -> ModelRef:
     return ModelRef(ref, "gguf", label, gguf_path=path.resolve(), **ids)
 
 
-def _base(store: Any, base_dir: str | Path | None) -> ModelRef:
+def _dequantised(ref: str, file: Path, store: Any, home: str | Path | None, label: str) -> ModelRef:
+    """A GGUF answered by transformers: its cached dequantised folder (made on first use)."""
+    from tuiapp.engine.train import gguf_source
+
+    try:
+        folder = gguf_source.materialize(file, home or paths.default_home())
+    except gguf_source.GGUFSourceError as exc:
+        raise RefError(f"{ref}: {exc}") from None
+    row = store.find_model(str(folder)) if store is not None else None
+    return ModelRef(ref, "hf", label, base_dir=folder, model_id=row.id if row else None)
+
+
+def _base(store: Any, base_dir: str | Path | None, home: str | Path | None = None) -> ModelRef:
+    if base_dir and str(base_dir).lower().endswith(".gguf"):
+        return _dequantised("base", Path(base_dir).expanduser(), store, home, "base")
     folder = Path(base_dir).expanduser() if base_dir else paths.DEMO_BASE_MODEL
     if not (folder / "config.json").exists():
         if base_dir is None:
@@ -223,16 +242,21 @@ def _model(store: Any, model_id: int, ref: str) -> ModelRef:
     return _from_folder(f"model:{model_id}", path, label, base=base, run_dir=run_dir, model_id=model_id)
 
 
-def resolve_ref(ref: str, store: Any = None, base_dir: str | Path | None = None) -> ModelRef:
+def resolve_ref(ref: str, store: Any = None, base_dir: str | Path | None = None,
+                home: str | Path | None = None) -> ModelRef:
     """Turn a REF (see the module docstring) into a ModelRef; RefError says what is wrong.
 
-    ``base_dir`` is the folder ``base`` stands for (default: the demo base model)."""
+    ``base_dir`` is the folder (or .gguf file) ``base`` stands for (default: the demo base
+    model); ``home`` is the workspace a dequantised GGUF is cached in."""
     spec = (ref or "").strip()
     if not spec:
         raise RefError(f"empty model REF; give {REF_FORMS}")
     if spec in ("base", "demo"):
-        return _base(store, base_dir)
+        return _base(store, base_dir, home)
     low = spec.lower()
+    if low.startswith("hf:") and low.endswith(".gguf"):
+        file = Path(spec[3:]).expanduser()
+        return _dequantised(f"hf:{file.resolve()}", file, store, home, f"{file.name} (transformers)")
     if spec.isdigit() or (low.startswith("run:") and spec[4:].strip().isdigit()):
         return _run(store, int(spec.split(":")[-1]), spec)
     if low.startswith("model:") and spec[6:].strip().isdigit():
