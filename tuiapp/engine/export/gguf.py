@@ -233,13 +233,13 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, dtype: str = "f16",
     tmp_path = out_path.with_name(out_path.name + ".partial")
     writer = gguf.GGUFWriter(str(tmp_path), hp["arch"])
     try:
-        _write_metadata(writer, hp, dtype, model_dir)
-        write_vocab(writer, vocab)
         total_bytes = 0
         for _, out, shape, kind in plan:
             nbytes = int(np.prod(shape)) * np.dtype(np_dtype[kind]).itemsize
             total_bytes += nbytes
             writer.add_tensor_info(out, shape, np.dtype(np_dtype[kind]), nbytes, raw_dtype=qtype[kind])
+        _write_metadata(writer, hp, dtype, model_dir)  # after the tensors: it counts parameters
+        write_vocab(writer, vocab)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -278,8 +278,18 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, dtype: str = "f16",
 
 
 def _write_metadata(writer, hp: dict, dtype: str, model_dir: Path) -> None:
-    writer.add_name(model_dir.name)
-    writer.add_type("model")
+    """The same general.* and hyper-parameter keys llama.cpp's converter writes: general.* comes
+    from the gguf package's own model-card/folder-name heuristics (``gguf.Metadata``)."""
+    import gguf
+
+    total, shared, experts, n_experts = writer.get_total_parameter_count()
+    meta = gguf.Metadata.load(None, model_dir, None, total)
+    meta.name = meta.name or model_dir.name
+    if meta.size_label is None and total > 0:
+        meta.size_label = gguf.size_label(total, shared, experts, n_experts)
+    writer.add_type(gguf.GGUFType.MODEL)
+    meta.set_gguf_meta_model(writer)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_file_type(_file_type(dtype))
     writer.add_context_length(hp["context_length"])
     writer.add_embedding_length(hp["embedding_length"])
@@ -289,13 +299,11 @@ def _write_metadata(writer, hp: dict, dtype: str, model_dir: Path) -> None:
     writer.add_head_count_kv(hp["head_count_kv"])
     writer.add_rope_freq_base(hp["rope_theta"])
     writer.add_layer_norm_rms_eps(hp["rms_eps"])
-    writer.add_vocab_size(hp["vocab_size"])
-    writer.add_rope_dimension_count(hp["head_dim"])
-    if hp["head_dim"] * hp["head_count"] != hp["embedding_length"]:
+    if hp["arch"] == "llama":  # the reference writes these for llama; qwen2 derives them
+        writer.add_vocab_size(hp["vocab_size"])
+        writer.add_rope_dimension_count(hp["head_dim"])
         writer.add_key_length(hp["head_dim"])
         writer.add_value_length(hp["head_dim"])
     if hp["rope_scaling"]:
-        import gguf
-
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(hp["rope_scaling"]["factor"])

@@ -51,6 +51,7 @@ class Vocab:
     special: dict[str, int] = field(default_factory=dict)   # bos/eos/pad/unk -> id
     add_bos: bool = False
     add_eos: bool = False
+    write_add_eos: bool = True                  # the reference leaves it out unless it is known
     add_space_prefix: bool | None = None        # SPM only: "▁" before the text
     chat_template: str | None = None
 
@@ -74,6 +75,10 @@ def _pre_tokenizer_name(pre: dict | None, path: Path) -> str:
         steps = pre.get("pretokenizers", [])
         splits = [s for s in steps if s.get("type") == "Split"]
         rest = [s for s in steps if s.get("type") not in ("Split", "ByteLevel")]
+        digits = [s for s in rest if s.get("type") == "Digits" and s.get("individual_digits")]
+        byte_level = [s for s in steps if s.get("type") == "ByteLevel" and s.get("use_regex", True)]
+        if len(steps) == 2 and digits and byte_level:
+            return "smollm"  # one digit per pre-token, then GPT-2's regex: llama.cpp's "smollm"
         if len(splits) == 1 and not rest:
             pattern = splits[0].get("pattern", {})
             regex = pattern.get("Regex") or pattern.get("String")
@@ -179,9 +184,33 @@ def load_vocab(folder: str | Path, vocab_size: int, config_json: dict | None = N
         return Vocab("llama", None, tokens, types, scores=scores, special=special,
                      add_bos=add_bos, add_eos=add_eos, add_space_prefix=add_space_prefix,
                      chat_template=template)
-    pre = _pre_tokenizer_name(data.get("pre_tokenizer"), tokenizer_file)
+    pre = _reference_pre_name(data.get("pre_tokenizer"), tokenizer_file)
+    post = (data.get("post_processor") or {}).get("type")
+    write_add_eos = add_eos or post == "ByteLevel" or "add_eos_token" in tok_cfg
     return Vocab("gpt2", pre, tokens, types, merges=merges, special=special,
-                 add_bos=add_bos, add_eos=add_eos, chat_template=template)
+                 add_bos=add_bos, add_eos=add_eos, write_add_eos=write_add_eos,
+                 chat_template=template)
+
+
+def _reference_pre_name(pre: dict | None, tokenizer_file: Path) -> str:
+    """The name llama.cpp's converter would write where it knows this tokenizer (it names by a
+    hash of the ids of a fixed text, so e.g. SmolLM's plain ByteLevel becomes "smollm"), else
+    the one read from the tokenizer.json regex."""
+    from tuiapp.engine.export.reference import ConverterError, pre_tokenizer_by_hash
+
+    try:
+        own = _pre_tokenizer_name(pre, tokenizer_file)
+    except VocabError as exc:
+        own, refusal = None, exc
+    try:
+        by_hash = pre_tokenizer_by_hash(tokenizer_file)
+    except ConverterError:
+        by_hash = None
+    if by_hash:
+        return by_hash
+    if own is None:
+        raise refusal
+    return own
 
 
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
@@ -250,7 +279,8 @@ def write_vocab(writer, vocab: Vocab) -> None:
     if "unk" in vocab.special:
         writer.add_unk_token_id(vocab.special["unk"])
     writer.add_add_bos_token(vocab.add_bos)
-    writer.add_add_eos_token(vocab.add_eos)
+    if vocab.write_add_eos:
+        writer.add_add_eos_token(vocab.add_eos)
     if vocab.add_space_prefix is not None:
         writer.add_add_space_prefix(vocab.add_space_prefix)
     if vocab.chat_template:
