@@ -243,6 +243,14 @@ def test_tuneloop_train_dpo_runs_from_an_sft_run_through_the_runner(tiny_model, 
     job = json.loads((Path(run.output_dir) / "job.json").read_text())
     assert job["start"]["adapter_dir"] == str(sft_dir / "final")
     assert store.get_model(run.adapter_model_id).kind == "adapter"
+    # and one LoRA a plain PEFT user loads on the base alone (SFT q_proj + DPO's modules)
+    plain = Path(run.output_dir) / "peft"
+    folded = json.loads((plain / "adapter_config.json").read_text())
+    assert folded["base_model_name_or_path"] == str(Path(tiny_model).resolve())
+    assert "q_proj" in folded["target_modules"]
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(plain))
 
 
 def test_full_dpo_precomputed_reference_equals_a_frozen_copy(tiny_model, pref_file, tmp_path):

@@ -145,11 +145,29 @@ def run_job(run_dir: Path) -> int:
         sink.close()
         return EXIT_FAILED
     status = _result_status(result, ctx, sink)
+    if status == "completed" and result.get("final_dir"):
+        _write_plain_peft(ctx, result)
     if sink.done is None:
         safe = {k: v for k, v in result.items() if k not in ("event", "t", "status", "output_dir")}
         sink.emit(make_event("done", status=status, output_dir=str(run_dir), **safe))
     sink.close()
     return EXIT_CANCELLED if status == "cancelled" else EXIT_OK
+
+
+def _write_plain_peft(ctx: JobContext, result: dict[str, Any]) -> None:
+    """An aligned adapter stacked on its SFT start also gets ``<run>/peft/``: one LoRA a plain
+    PEFT user loads on the base alone. A chain that cannot be folded costs a warning, not the run."""
+    from tuiapp.engine.export.peft_fold import FoldError, write_plain_adapter
+
+    try:
+        folder = write_plain_adapter(result["final_dir"], ctx.output_dir)
+    except (FoldError, OSError, ValueError) as exc:
+        ctx.emit("log", level="warning", message=f"no plain PEFT adapter written: {exc}")
+        return
+    if folder is not None:
+        result["peft_dir"] = str(folder)
+        ctx.emit("log", level="info", message=f"plain PEFT adapter (SFT + this run in one LoRA, "
+                 f"loads on the base alone): {folder}")
 
 
 def _result_status(result: dict[str, Any], ctx: JobContext, sink: _WatchingSink) -> str:
