@@ -12,6 +12,11 @@ scaled ``B`` matrices gives ``[s1*B1, s2*B2] @ [A1; A2] = s1*B1@A1 + s2*B2@A2``;
 stores that with ``lora_alpha = r`` per module so PEFT's own scale is 1. A module only one adapter
 touches keeps that adapter's rank (``rank_pattern`` / ``alpha_pattern`` say so per module).
 
+Embedding rows trained beside the LoRA (PEFT's ``trainable_token_indices``, e.g. the template's
+``<|im_end|>``) are not deltas: PEFT writes them over the base rows. Stacked, the last adapter
+that holds a row wins, so the folded adapter keeps, per row, the value of the last adapter in the
+chain that trained it.
+
 What cannot be folded is said in words and nothing is written: DoRA (its magnitude vector depends
 on the merged weight, not additive), trained ``modules_to_save`` (full copies, not deltas), LoRA
 biases, embedding LoRAs and adapters of other PEFT types.
@@ -28,6 +33,7 @@ from typing import Any
 FOLDER = "peft"
 _WEIGHTS = "adapter_model.safetensors"
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>A|B)\.weight$")
+_TOKENS = re.compile(r"^(?P<module>.+)\.token_adapter\.trainable_tokens_delta$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt")
 
@@ -67,11 +73,29 @@ def _read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return cfg, load_file(str(weights_path))
 
 
+def _token_rows(folder: Path, cfg: dict[str, Any], module: str, rows: Any) -> dict[int, Any]:
+    """{token id: embedding row} of one adapter's trainable tokens on ``module``."""
+    spec = cfg.get("trainable_token_indices")
+    if isinstance(spec, dict):
+        leaf = module.rsplit(".", 1)[-1]
+        spec = next((v for k, v in spec.items() if re.match(rf"(.*\.)?({k})$", module) or k == leaf), None)
+    if not isinstance(spec, list) or len(spec) != rows.shape[0]:
+        raise FoldError(f"{folder}: {module} holds {rows.shape[0]} trained token rows but the config "
+                        f"lists {spec!r}")
+    return {int(i): rows[n] for n, i in enumerate(spec)}
+
+
 def _scaled_pairs(folder: Path) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
-    """{module path: (A, s*B)} of one adapter, and its config."""
+    """{module path: (A, s*B)} of one adapter, and its config (``_tokens``: trained rows)."""
     cfg, tensors = _read_adapter(folder)
     parts: dict[str, dict[str, Any]] = {}
+    tokens: dict[str, dict[int, Any]] = {}
     for key, tensor in tensors.items():
+        tok = _TOKENS.match(key)
+        if tok is not None:
+            module = tok["module"].removeprefix("base_model.model.")
+            tokens[module] = _token_rows(folder, cfg, module, tensor)
+            continue
         match = _KEY.match(key)
         if match is None:
             raise FoldError(f"{folder}: tensor {key!r} is not a LoRA A/B weight "
@@ -87,7 +111,7 @@ def _scaled_pairs(folder: Path) -> tuple[dict[str, tuple[Any, Any]], dict[str, A
         alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg.get("lora_alpha", rank)))
         scale = alpha / (rank ** 0.5) if cfg.get("use_rslora") else alpha / rank
         pairs[module] = (a, b * scale)
-    return pairs, cfg
+    return pairs, {**cfg, "_tokens": tokens}
 
 
 def fold(adapters: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -98,9 +122,12 @@ def fold(adapters: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     if not adapters:
         raise FoldError("no adapters to fold")
     stacks: dict[str, list[tuple[Any, Any]]] = {}
+    token_rows: dict[str, dict[int, Any]] = {}
     fan_in_fan_out = None
     for folder in adapters:
         pairs, cfg = _scaled_pairs(folder)
+        for module, rows in cfg["_tokens"].items():
+            token_rows.setdefault(module, {}).update(rows)  # a later adapter's row wins
         fifo = bool(cfg.get("fan_in_fan_out", False))
         if fan_in_fan_out is not None and fifo != fan_in_fan_out:
             raise FoldError(f"{folder}: fan_in_fan_out differs from the adapter before it")
@@ -115,12 +142,21 @@ def fold(adapters: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
         tensors[f"base_model.model.{module}.lora_A.weight"] = a
         tensors[f"base_model.model.{module}.lora_B.weight"] = b
         ranks[module] = a.shape[0]
+    indices: dict[str, list[int]] = {}
+    for module, rows in sorted(token_rows.items()):
+        order = sorted(rows)
+        tensors[f"base_model.model.{module}.token_adapter.trainable_tokens_delta"] = \
+            torch.stack([rows[i].float() for i in order]).contiguous()
+        indices[module.rsplit(".", 1)[-1]] = order
+    if not ranks:
+        raise FoldError("the adapters hold no LoRA weights to fold")
     common = max(set(ranks.values()), key=lambda r: sum(1 for v in ranks.values() if v == r))
     pattern = {re.escape(m): r for m, r in ranks.items() if r != common}
     fields = {
         "r": common, "lora_alpha": common, "rank_pattern": pattern, "alpha_pattern": dict(pattern),
         "target_modules": sorted({m.rsplit(".", 1)[-1] for m in ranks}),
         "fan_in_fan_out": bool(fan_in_fan_out), "use_rslora": False, "use_dora": False,
+        "trainable_token_indices": indices or None,
     }
     return tensors, fields
 
