@@ -94,7 +94,7 @@ def test_smollm2_gguf_sft_eval_label_dpo_export(tmp_path):
     (tmp_path / "sft.toml").write_text(SFT.format(gguf=GGUF, data=data), encoding="utf-8")
 
     out = tuneloop(home, "train", "sft", "--config", str(tmp_path / "sft.toml")).stdout
-    assert "completed" in out, out
+    assert "completed" in out and "base: dequantised into" in out, out
     store = Store(home / "tuneloop.db")
     sft = store.list_runs(kind="sft")[0]
     assert sft.status == "completed"
@@ -124,8 +124,10 @@ def test_smollm2_gguf_sft_eval_label_dpo_export(tmp_path):
     assert (Path(dpo.output_dir) / "peft" / "adapter_config.json").is_file()
 
     exported = json.loads(tuneloop(home, "export", str(dpo.id), "--quant", "f16,q8_0", "--out",
-                                   str(tmp_path / "out"), "--json").stdout)
+                                   str(tmp_path / "out"), "--card", "--json").stdout)
     assert exported["ok"], exported
+    card = Path(exported["card"]).read_text(encoding="utf-8")
+    assert f"grown from GGUF | `{GGUF}`" in card, card[:1500]
     files = {f["quant"]: Path(f["path"]) for f in exported["files"]}
     assert set(files) == {"f16", "q8_0"} and all(p.is_file() for p in files.values())
     _f16_agrees_with_merged(tmp_path / "out" / "merged", files["f16"])

@@ -24,6 +24,16 @@ _SET_HELP = "Override one field: key=value (repeatable), e.g. --set max_steps=50
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 1, "cancelled": 3}
 
 
+GGUF_STEPS = {
+    "gguf_hash": "pre-flight: hashing the GGUF file ({share:.0%})…",
+    "gguf_cached": "base: the GGUF's dequantised folder is cached: {folder}",
+    "gguf_check": "pre-flight: GGUF {architecture}, {file_type}: readable",
+    "gguf_load": "pre-flight: dequantising {file} through transformers (once per file)…",
+    "gguf_save": "pre-flight: writing the fp32 folder {folder}…",
+    "gguf_done": "base: dequantised into {folder}",
+}
+
+
 def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
            queue_only: bool, as_json: bool) -> None:
     from tuiapp.engine.jobs.preflight import preflight
@@ -35,8 +45,19 @@ def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
         fail(str(exc), code=2)
     ws = open_ws(ctx)
     console = Console(stderr=as_json, highlight=False)
-    with console.status("pre-flight: reading the model and measuring the data…"):
-        report = preflight(cfg, ws.store, ws.home)
+    with console.status("pre-flight: reading the model and measuring the data…") as status:
+        def progress(event: str, **fields) -> None:  # a GGUF base is dequantised once, here
+            words = GGUF_STEPS.get(event)
+            if words:
+                try:
+                    line = words.format(**fields)
+                except (KeyError, ValueError):
+                    line = words.split(":")[0] + f": {event}"
+                status.update(line)
+                if event in ("gguf_cached", "gguf_done"):
+                    console.print(line)
+
+        report = preflight(cfg, ws.store, ws.home, emit=progress)
     if not as_json:
         console.print(report.render())
     if not report.ok:

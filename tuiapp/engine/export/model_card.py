@@ -112,6 +112,20 @@ def _hyper_parameters(config: dict) -> list[str]:
     return _table(("setting", "value"), rows) if rows else ["No configuration recorded.", ""]
 
 
+def _gguf_origin(run: Any, store: Any, base: dict | None) -> str | None:
+    """The GGUF file a base was dequantised from (run environment, else the base's model row)."""
+    source = (run.environment or {}).get("base_gguf")
+    if not source and base and base.get("id") is not None:
+        try:
+            source = store.get_model(base["id"]).meta or {}
+        except Exception:  # noqa: BLE001 - a card without this row is still a card
+            source = None
+    if not source or not source.get("gguf_sha256"):
+        return None
+    kind = f", {source['file_type']}" if source.get("file_type") else ""
+    return f"`{source.get('gguf_path')}` (sha256 `{source['gguf_sha256']}`{kind})"
+
+
 def _run_card(run: Any, store: Any, exports: list | None) -> str:
     lineage = store.lineage(run.id)
     chain = _chain(lineage)
@@ -125,6 +139,9 @@ def _run_card(run: Any, store: Any, exports: list | None) -> str:
     summary = [("base model", f"{base['name']} ({base['path']})" if base else "not recorded"),
                ("training", KIND_WORDS.get(run.kind, run.kind)),
                ("method", METHOD_WORDS.get(method, method))]
+    grown = _gguf_origin(run, store, base)
+    if grown:
+        summary.insert(1, ("grown from GGUF", grown))
     if method in ("lora", "qlora"):
         summary += [("LoRA rank / alpha", f"{cfg.get('lora_r')} / {cfg.get('lora_alpha')}"),
                     ("LoRA dropout", cfg.get("lora_dropout")),
