@@ -29,6 +29,7 @@ GGUF_STEPS = {
     "gguf_cached": "base: the GGUF's dequantised folder is cached: {folder}",
     "gguf_check": "pre-flight: GGUF {architecture}, {file_type}: readable",
     "gguf_load": "pre-flight: dequantising {file} through transformers (once per file)…",
+    "gguf_tensors": "pre-flight: dequantising tensor {done} of {total}…",
     "gguf_save": "pre-flight: writing the fp32 folder {folder}…",
     "gguf_done": "base: dequantised into {folder}",
 }

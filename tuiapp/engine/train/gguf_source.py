@@ -96,10 +96,22 @@ def source_of(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else None
 
 
+def _counted(items, say: Callable[..., None]):
+    """Yield ``items``, saying gguf_tensors (done, total) about every tenth of the way."""
+    items = list(items)
+    total = len(items)
+    step = max(1, total // 10)
+    for i, item in enumerate(items, 1):
+        yield item
+        if i % step == 0 or i == total:
+            say("gguf_tensors", done=i, total=total)
+
+
 def materialize(path: str | Path, home: str | Path,
                 emit: Callable[..., None] | None = None) -> Path:
     """The cached HF folder for this GGUF (made on first use). ``emit(event, **fields)`` gets
-    gguf_hash / gguf_cached / gguf_check / gguf_load / gguf_save / gguf_done."""
+    gguf_hash / gguf_cached / gguf_check / gguf_load / gguf_tensors (done, total) / gguf_save /
+    gguf_done."""
     def say(event: str, **fields: Any) -> None:
         if emit:
             emit(event, **fields)
@@ -119,6 +131,11 @@ def materialize(path: str | Path, home: str | Path,
     say("gguf_load", file=str(path))
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # tuneloop's own events say how it goes
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    plain_tqdm = getattr(gguf_utils, "tqdm", None)
+    # its tensor loop uses tqdm directly (not transformers' switch): count through our events
+    gguf_utils.tqdm = lambda items, **_: _counted(items, say)
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
@@ -126,6 +143,8 @@ def materialize(path: str | Path, home: str | Path,
     except Exception as exc:  # noqa: BLE001 - name the file and the cause
         raise GGUFSourceError(f"{path}: transformers could not dequantise it: {exc}") from exc
     finally:
+        if plain_tqdm is not None:
+            gguf_utils.tqdm = plain_tqdm
         if bars:
             transformers.utils.logging.enable_progress_bar()
     tmp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
