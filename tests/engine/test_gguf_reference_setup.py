@@ -148,3 +148,28 @@ def test_a_failed_download_says_so(cache, tmp_path, monkeypatch):
     with pytest.raises(reference.ConverterError, match="could not download .* 9.9.9 sdist"):
         reference.setup_converter()
     assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_the_command_sets_it_up_and_says_where(cache, tmp_path, monkeypatch):
+    """`tuneloop export setup-converter --sdist` as ./dev.sh setup runs it; `export REF` is
+    still routed to the export itself."""
+    from typer.testing import CliRunner
+
+    from tuiapp.__main__ import app
+
+    runner = CliRunner()
+    sdist = make_sdist(tmp_path / "dl")
+    home = str(tmp_path / "home")
+    res = runner.invoke(app, ["--home", home, "export", "setup-converter", "--sdist", str(sdist)])
+    assert res.exit_code == 0, res.output
+    assert f"llama-cpp-python {VERSION}) in {cache / VERSION}" in res.output
+    assert "it converts 2 architectures, e.g. LlamaForCausalLM" in res.output
+    res = runner.invoke(app, ["--home", home, "export", "setup-converter", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["architectures"] == [
+        "FooForCausalLM", "LlamaForCausalLM"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh"))
+    missing = runner.invoke(app, ["--home", home, "export", "setup-converter", "--sdist",
+                                  str(tmp_path / "nope.tar.gz")])
+    assert missing.exit_code == 1 and "nope.tar.gz: no such sdist" in missing.output
+    routed = runner.invoke(app, ["--home", home, "export", "424242"])
+    assert routed.exit_code == 2 and "no run with id 424242" in routed.output
