@@ -67,6 +67,7 @@ def _print_plan(console: Console, plan: dict) -> None:
     what = f"run {src.run_id}" if src.run_id is not None else str(src.model_dir or src.adapter_dir)
     how = f"merge {src.adapter_dir} into {src.base_dir}" if src.adapter_dir else "no merge (full model)"
     console.print(f"Exporting {what}: {how}")
+    console.print(f"GGUF writer: {plan['writer'].name}", highlight=False)
     table = Table("type", "predicted size", title="Predicted sizes", title_justify="left")
     for q, n in plan["predicted"].items():
         table.add_row(q, _size(n))
@@ -86,7 +87,7 @@ def _print_result(console: Console, result: dict) -> None:
         for reason in f["reasons"]:
             console.print(f"[red]{f['quant']} failed parity:[/] {reason}", markup=True,
                           highlight=False)
-    console.print(f"Files in {result['out_dir']}")
+    console.print(f"Written by {result['writer']}; files in {result['out_dir']}", highlight=False)
     if result["modelfile"]:
         console.print(f"Ollama Modelfile: {result['modelfile']}")
     if result["card"]:
