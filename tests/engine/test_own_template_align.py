@@ -193,3 +193,62 @@ def test_grpo_stops_and_masks_at_the_end_of_turn_and_prompts_keep_the_system_pro
     assert trainer.state.global_step == 2
     first = next(x for x in seen if x is not None)
     assert SYSTEM in tok.decode(first[0])
+
+
+# DeepSeek-R1's shape: the generation prompt opens a <think> block that rendered turns lack, so
+# no prompt/answer boundary exists in the rendered pair.
+THINK_PROMPT = OWN.replace("{{ '<|im_start|>assistant\n' }}{% endif %}",
+                           "{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}")
+# Gemma's rule: roles must alternate, so a row with two user turns in a row cannot render.
+ALTERNATES = (
+    "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _preflight(own_model, tmp_path, template: str, cls, rows: list[dict]):
+    from store import Store
+    from tuiapp.engine.jobs.preflight import preflight
+
+    folder = tmp_path / "model"
+    shutil.copytree(own_model, folder)
+    tok = modeling.load_tokenizer(str(own_model), "model")
+    tok.chat_template = template
+    tok.save_pretrained(folder)
+    home = tmp_path / "home"
+    home.mkdir()
+    extra = {"reward": "python:builtins:len"} if cls is GRPOJobConfig else {}
+    cfg = cls(base_model=str(folder), dataset=str(write(tmp_path, "rows.jsonl", rows)), chat_template="model",
+              max_length=96, **extra)
+    report = preflight(cfg, Store(home / "tuneloop.db"), home)
+    return [r for r in report.refusals if r.startswith("chat_template")]
+
+
+def _turn(role: str, content: str) -> list[dict]:
+    return [{"role": role, "content": content}]
+
+
+PAIR = {"prompt": _turn("user", "Is Gikri from the valley?"), "chosen": _turn("assistant", "Answer: yes."),
+        "rejected": _turn("assistant", "Answer: no.")}
+TWO_USERS = [*_turn("user", "Hi."), *_turn("user", "Is Boust here?")]
+KTO_ROW = {"prompt": _turn("user", "Is Gikri?"), "completion": _turn("assistant", "Yes."), "label": True}
+ROWS = {
+    DPOJobConfig: ([PAIR, PAIR], [PAIR, {**PAIR, "prompt": TWO_USERS}]),
+    RewardJobConfig: ([PAIR, PAIR], [PAIR, {**PAIR, "prompt": TWO_USERS}]),
+    KTOJobConfig: ([KTO_ROW, {**KTO_ROW, "label": False}],
+                   [KTO_ROW, {**KTO_ROW, "prompt": TWO_USERS, "label": False}]),
+    GRPOJobConfig: ([{"prompt": _turn("user", "Is Gikri?")}, {"prompt": _turn("user", "Is Boust?")}],
+                    [{"prompt": _turn("user", "Is Gikri?")}, {"prompt": TWO_USERS}]),
+}
+
+
+@pytest.mark.parametrize("cls", list(ROWS), ids=lambda c: c.kind)
+def test_preflight_splits_every_kind_and_names_the_row_it_cannot(own_model, tmp_path, cls):
+    good, with_bad_row = ROWS[cls]
+    assert _preflight(own_model, tmp_path / "own", OWN, cls, good) == []
+    refused = _preflight(own_model, tmp_path / "think", THINK_PROMPT, cls, good)
+    assert len(refused) == 1 and "row 1" in refused[0] and "generation prompt" in refused[0], refused
+    refused = _preflight(own_model, tmp_path / "alt", ALTERNATES, cls, with_bad_row)
+    assert len(refused) == 1 and "row 2" in refused[0] and "alternate" in refused[0], refused
