@@ -49,6 +49,7 @@ def check_dropped_rows(report: Any, config: Any, rep: Any, tokenizer: Any) -> No
     and record them as ``report.tokens["dropped"]``. ``rep`` is the dataset's ValidationReport."""
     if tokenizer is None or not rep.records or not getattr(config, "max_length", None):
         return
+    check_tool_rendering(report, config, rep, tokenizer)
     kind = config.kind
     if kind == "dpo":
         loss = _preference_prompts(config, rep, tokenizer)
@@ -68,6 +69,74 @@ def check_dropped_rows(report: Any, config: Any, rep: Any, tokenizer: Any) -> No
         return
     if loss is not None:
         _add_findings(report, config, loss)
+
+
+# ---------------------------------------------------------------- tool use
+
+
+def check_tool_rendering(report: Any, config: Any, rep: Any, tokenizer: Any) -> None:
+    """Refuse when rows carry tool calls or tool definitions the job's chat template leaves out
+    (ChatML-style templates print ``content`` only): the model would learn the replies around
+    calls it never sees. Measured on the first row of each sort: rendering it with and without
+    the calls (or ``tools=``) must differ by the function's name."""
+    call_row = next(((r, line) for r, line in zip(rep.records, rep.line_numbers, strict=True)
+                     if any(m.get("tool_calls") for m in _conversation(r))), None)
+    tools_row = next(((r, line) for r, line in zip(rep.records, rep.line_numbers, strict=True)
+                      if _tools(r)), None)
+    if call_row is None and tools_row is None:
+        return
+    which = ("the model's own chat template" if config.chat_template == "model"
+             else f"chat_template={config.chat_template}")
+    knob = ("use a base model whose chat template renders tool_calls and tools= (Qwen2.5, "
+            "Llama 3.1, Hermes-style templates) with chat_template=model, or leave the tool rows out")
+    try:
+        if call_row is not None:
+            record, line = call_row
+            conv = _conversation(record)
+            at = next(i for i, m in enumerate(conv) if m.get("tool_calls"))
+            name = conv[at]["tool_calls"][0]["function"]["name"]
+            bare = [{k: v for k, v in m.items() if k != "tool_calls"} if i == at else m
+                    for i, m in enumerate(conv)]
+            if not _adds(tokenizer, conv, bare, name, _tools(record)):
+                report.refusals.append(
+                    f"chat_template: {which} does not render tool calls (line {line}: the call to "
+                    f"{name} disappears from the rendered conversation), so the model would learn "
+                    f"the replies with the calls cut out; {knob}")
+                return
+        if tools_row is not None:
+            record, line = tools_row
+            tools = _tools(record)
+            name = ((tools[0] or {}).get("function") or {}).get("name") or ""
+            conv = _conversation(record)
+            if name and not _adds(tokenizer, conv, conv, name, tools, without_tools=True):
+                report.refusals.append(
+                    f"chat_template: {which} does not render tool definitions (line {line}: the "
+                    f"tools= list with {name} is left out of the rendered conversation), so the "
+                    f"model would learn to call functions it was never shown; {knob}")
+    except Exception as exc:  # noqa: BLE001 - a template that raises on tool turns, in words
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        report.refusals.append(f"chat_template: {which} fails on the tool-use rows ({first}); {knob}")
+
+
+def _conversation(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The whole exchange of one row, in the message lists the trainers render."""
+    if "messages" in record:
+        return list(record["messages"])
+    turns = _as_messages(record.get("prompt") or [], "user")
+    reply = record.get("chosen", record.get("completion"))
+    return turns + (_as_messages(reply, "assistant") if reply is not None else [])
+
+
+def _adds(tokenizer: Any, full: list, bare: list, needle: str, tools: Any,
+          without_tools: bool = False) -> bool:
+    """Whether rendering ``full`` (with ``tools``) shows ``needle`` more often than ``bare``
+    (without the calls, or without ``tools=``)."""
+    def render(messages, tools_given):
+        return tokenizer.apply_chat_template(messages, tokenize=False, tools=tools_given)
+
+    with_text = render(full, tools)
+    bare_text = render(bare, None if without_tools else tools)
+    return with_text.count(needle) > bare_text.count(needle)
 
 
 # ---------------------------------------------------------------- tokenizing as the trainers do
