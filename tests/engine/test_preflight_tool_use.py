@@ -107,26 +107,37 @@ def _trained_and_masked(tok, trainer) -> tuple[str, str]:
     return trained, masked
 
 
+# (file, the call's name and an argument, the tool's result, the final reply, the user's question)
+TOOL_FILES = {
+    "openai": (TOOLS_FILE, "get_weather", "Paris", "temp_c", "It is 18 degrees", "What's the weather"),
+    "sharegpt": (REAL / "sharegpt_tools.json", "convert_currency", "EUR", "converted_amount",
+                 "100 US dollars is about", "Convert 100 US dollars"),
+}
+
+
 @pytest.mark.parametrize("markers", [False, True], ids=["derived-mask", "generation-markers"])
-def test_sft_trains_the_tool_call_and_masks_the_tool_result(tmp_path, markers):
+@pytest.mark.parametrize("shape", sorted(TOOL_FILES))
+def test_sft_trains_the_tool_call_and_masks_the_tool_result(tmp_path, markers, shape):
+    path, name, argument, result, reply, question = TOOL_FILES[shape]
     torch.set_num_threads(1)
     folder = _model_folder(tmp_path, _template(markers=markers))
-    cfg = SFTJobConfig(base_model=str(folder), dataset=str(TOOLS_FILE), method="lora", max_steps=2,
+    cfg = SFTJobConfig(base_model=str(folder), dataset=str(path), method="lora", max_steps=2,
                        batch_size=2, max_length=512, eval_split=0.0, sample_prompts=[], lora_r=4,
                        lora_alpha=8, device="cpu", dtype="fp32", chat_template="model",
                        warmup_ratio=0.0, logging_steps=1, save_steps=100)
-    ctx = JobContext(tmp_path / "run", sink=ListSink(), dataset_path=TOOLS_FILE,
+    ctx = JobContext(tmp_path / "run", sink=ListSink(), dataset_path=path,
                      base_model_path=str(folder))
     tok = modeling.load_tokenizer(str(folder), "model")
     records, conversational = sft.load_records(cfg, ctx)
     model = modeling.load_model(cfg, str(folder), tok, "cpu", torch.float32)
     trainer = sft.build_trainer(cfg, ctx, model, tok, records, [], conversational, "cpu", torch.float32)
     trained, masked = _trained_and_masked(tok, trainer)
-    assert "get_weather" in trained and "Paris" in trained  # the call: name and arguments
-    assert "temp_c" in masked and "cloudy" in masked and "temp_c" not in trained  # the result
-    assert "It is 18 degrees" in trained and "What's the weather" in masked
+    assert name in trained and argument in trained  # the call: name and arguments
+    assert result in masked and result not in trained  # the tool's result
+    assert reply in trained and question in masked and question not in trained
+    assert f'{name}","arguments"' in trained.replace(" ", "")  # a call, not the tools list
     if markers:  # TRL renders the row's tools= (the derived mask does not pass them yet)
-        assert "Current weather for a city" in masked
+        assert '"description"' in masked
     out = trainer.train()
     assert out.global_step == 2 and out.training_loss == out.training_loss  # finite, recorded
 
