@@ -147,15 +147,35 @@ def test_sft_without_assistant_only_loss_warns_about_prompt_only_rows(tmp_path, 
 # ---------------------------------------------------------------- agreement with TRL
 
 
-def test_counts_match_what_trls_trainers_keep(tiny_model, tmp_path):
-    """The DPO, KTO and reward trainers, built on the same rows, keep exactly rows − dropped."""
+# SmolLM2's shape: ChatML with a default system prompt and no {% generation %} markers.
+OWN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", ["generation-markers", "own-template"])
+def test_counts_match_what_trls_trainers_keep(tiny_model, tmp_path, template):
+    """The DPO and KTO trainers, built on the same rows, keep exactly rows − dropped, with the
+    demo template (generation markers) and with a model's own template without them."""
     pytest.importorskip("trl")
+    import shutil
+
     from tuiapp.engine.context import JobContext
     from tuiapp.engine.events import ListSink
     from tuiapp.engine.train import dpo, modeling
     from tuiapp.engine.train.dpo import as_conversation
 
-    tok = modeling.load_tokenizer(str(tiny_model))
+    folder = tiny_model
+    if template == "own-template":
+        folder = tmp_path / "own"
+        shutil.copytree(tiny_model, folder)
+        own = modeling.load_tokenizer(str(folder))
+        own.chat_template = OWN_TEMPLATE
+        own.save_pretrained(folder)
+    tok = modeling.load_tokenizer(str(folder))
     pairs = _write(tmp_path, _pairs({0, 3, 5}, n=8), "pairs.jsonl")
     kto_rows = [{"prompt": LONG if i in (1, 2) else f"Question {i}?", "completion": "An answer.",
                  "label": i % 2 == 0} for i in range(8)]
@@ -164,9 +184,10 @@ def test_counts_match_what_trls_trainers_keep(tiny_model, tmp_path):
 
     for cls, path, build in ((DPOJobConfig, pairs, dpo.build_dpo_trainer),
                              (KTOJobConfig, kto, dpo.build_kto_trainer)):
-        cfg = cls(base_model=str(tiny_model), dataset=str(path), max_length=64, batch_size=2,
+        cfg = cls(base_model=str(folder), dataset=str(path), max_length=64, batch_size=2,
                   device="cpu", dtype="fp32", eval_split=0.0)
         report = _check(cfg, path, tok)
+        assert report.tokens["dropped"]["count"] == (3 if cls is DPOJobConfig else 2)
         rows = [as_conversation(r) for r in data.validate(path).records]
         model, tokenizer, info = dpo._load(cfg, ctx)
         trainer = build(cfg, ctx, model, tokenizer, rows, [], info["device"])
