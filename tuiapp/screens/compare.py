@@ -91,6 +91,7 @@ class CompareScreen(BlindMixin, AreaScreen):
     #cmp-history { height: 1fr; min-height: 4; }
     #cmp-panes { width: 1fr; }
     #blind-status { height: 2; padding: 0 1; }
+    #blind-prompt { height: auto; max-height: 5; border: round $panel; padding: 0 1; }
     #blind-panes { height: 1fr; }
     """
 
@@ -138,6 +139,9 @@ class CompareScreen(BlindMixin, AreaScreen):
                 yield Static(Text("Pick two models and a prompt on Side by side, then press "
                                   "ctrl+o: their answers appear here as A and B, sides shuffled."),
                              id="blind-status")
+                prompt = Static("", id="blind-prompt")
+                prompt.border_title = "Prompt"
+                yield prompt
                 with Horizontal(id="blind-panes"):
                     yield OutputPane("A", id=BLIND_PANES[0])
                     yield OutputPane("B", id=BLIND_PANES[1])
