@@ -32,6 +32,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from tuiapp.engine.data.read import FILE_TYPES
 from tuiapp.messages import (
     DatasetImported,
     ExamplesReady,
@@ -44,6 +45,7 @@ from tuiapp.messages import (
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.dataset_stats import histogram_bins, stats_table
 from tuiapp.screens.modals import ConfirmScreen, NameScreen
+from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.file_preview import FilePreview, read_window
 from tuiapp.widgets.histogram import Histogram
 
@@ -55,6 +57,8 @@ KIND_CHOICES = [
     ("text", "text"),
 ]
 DEFAULT_MAX_LENGTH = 1024
+# Every file type the readers take, for the sentence a missing path gets.
+ACCEPTED = ", ".join(FILE_TYPES)
 
 
 def _has_lines(path: Path) -> bool:
@@ -74,7 +78,7 @@ def _readable(exc: BaseException) -> str:
     return message or type(exc).__name__
 
 
-class DatasetsScreen(AreaScreen):
+class DatasetsScreen(TabKeysMixin, AreaScreen):
     AREA = "datasets"
     AREA_TITLE = "Datasets"
     BINDINGS = [
@@ -82,7 +86,10 @@ class DatasetsScreen(AreaScreen):
         Binding("ctrl+r", "revalidate", "Re-validate", id="datasets.revalidate"),
         Binding("ctrl+o", "focus_path", "Type a path", id="datasets.type_path"),
         Binding("ctrl+f", "focus_files", "File list", id="datasets.files"),
+        *tab_bindings("datasets"),
     ]
+    TABS_ID = "ds-tabs"
+    TAB_IDS = ("tab-validation", "tab-stats", "tab-examples")
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,9 +208,21 @@ class DatasetsScreen(AreaScreen):
         if not path.is_absolute():
             path = Path(self.settings.home) / path if not path.exists() else path.resolve()
         if not path.exists():
-            self._fail(f"No file at {path}. Type a path to a .jsonl, .json or .txt file.")
+            self._clear_file()  # what was shown belongs to another file
+            self._fail(f"No file at {path}. Type a path to a {ACCEPTED} file, or a folder "
+                       "saved with datasets' save_to_disk.")
             return
         self.open_path(path)
+
+    def _clear_file(self) -> None:
+        self.current_path = None
+        self.report = self.stats = self.examples = None
+        self.query_one("#ds-problems", DataTable).clear()
+        self.query_one("#ds-no-problems").display = False
+        self.query_one("#ds-preview", FilePreview).note("Pick a problem to see its line here.")
+        self.query_one("#ds-stats", Static).update("No statistics yet.")
+        self.query_one("#ds-histogram", Histogram).set_bins([])
+        self.query_one("#ds-examples", Static).update("No examples yet.")
 
     # ---- validation -----------------------------------------------------------------------
 
@@ -257,6 +276,8 @@ class DatasetsScreen(AreaScreen):
                 key=str(index),
             )
         table.display = bool(report.problems)
+        if report.errors:  # the errors are what to look at, whichever tab was open
+            self.query_one("#ds-tabs", TabbedContent).active = "tab-validation"
         no_problems = self.query_one("#ds-no-problems", Static)
         no_problems.display = not report.problems
         no_problems.update(
