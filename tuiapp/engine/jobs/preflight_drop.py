@@ -253,8 +253,10 @@ def _rl_prompts(config: Any, rep: Any, tokenizer: Any, budget: int, cut: bool) -
         if n is not None and n > room:
             _lost(loss, line, n)
     extra = config.max_length + loss.longest - room
-    loss.knob = (f"raise max_length (now {config.max_length}; {extra} keeps the longest prompt "
-                 f"whole) or lower {answer}, or shorten those prompts")
+    covers = "keeps the longest prompt whole" if cut else \
+        "makes the memory estimate cover the longest prompt"
+    loss.knob = (f"raise max_length (now {config.max_length}; {extra} {covers}) or lower "
+                 f"{answer}, or shorten those prompts")
     return loss
 
 
