@@ -27,7 +27,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(runs_cmd.app, name="runs")
-app.command("export")(export_cmd.export)
+app.add_typer(export_cmd.app, name="export")
 app.command("generate")(generate_cmd.generate)
 app.command("eval")(eval_cmd.eval_models)
 app.add_typer(labels_cmd.app, name="labels")

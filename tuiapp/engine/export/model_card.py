@@ -103,7 +103,12 @@ def _files(exports: list) -> list[str]:
         status = e.status if e.status == "ok" else f"{e.status}: {'; '.join(p.get('reasons', []))}"
         rows.append((Path(e.path).name, e.quant or "", _size(e.size_bytes), f"`{e.sha256}`",
                      status, ", ".join(figures)))
-    return _table(("file", "type", "size", "sha256", "parity", "figures"), rows)
+    lines = _table(("file", "type", "size", "sha256", "parity", "figures"), rows)
+    # which program wrote the float GGUF (llama.cpp's converter or tuneloop's own writer)
+    writers = [w for w in dict.fromkeys((e.parity or {}).get("writer") for e in exports) if w]
+    if writers:
+        lines += [f"GGUF written by {' and '.join(writers)}.", ""]
+    return lines
 
 
 def _hyper_parameters(config: dict) -> list[str]:

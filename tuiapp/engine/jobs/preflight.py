@@ -255,6 +255,9 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
     report.tokens = {k: stats.get(k) for k in ("rows", "tokenizer", "template", "max_length",
                                                "tokens", "truncated", "train_on_nothing",
                                                "assistant_tokens")}
+    from tuiapp.engine.jobs.preflight_drop import check_dropped_rows
+
+    check_dropped_rows(report, config, rep, tokenizer)  # rows the trainer drops or empties
     nothing = stats.get("train_on_nothing") or {}
     if nothing.get("count") and getattr(config, "assistant_only_loss", False):
         lines = ", ".join(map(str, nothing["lines"][:10]))
