@@ -252,3 +252,22 @@ def test_preflight_splits_every_kind_and_names_the_row_it_cannot(own_model, tmp_
     assert len(refused) == 1 and "row 1" in refused[0] and "generation prompt" in refused[0], refused
     refused = _preflight(own_model, tmp_path / "alt", ALTERNATES, cls, with_bad_row)
     assert len(refused) == 1 and "row 2" in refused[0] and "alternate" in refused[0], refused
+
+
+@pytest.mark.parametrize("loss", ["simpo", "orpo"])
+def test_simpo_and_orpo_train_the_answer_and_its_end_of_turn(own_model, tmp_path, loss):
+    rows = [{"prompt": f"Is {n} from the valley?", "chosen": "Answer: yes.", "rejected": "Answer: no."}
+            for n in NAMES[:4]]
+    cfg = DPOJobConfig(base_model=str(own_model), dataset=str(write(tmp_path, "pairs.jsonl", rows)),
+                       loss_type=loss, **COMMON)
+    ctx = ctx_for(cfg, tmp_path / "t")
+    records = dpo.load_records(cfg, ctx, "preference")
+    model, tok, info = dpo._load(cfg, ctx)
+    trainer = dpo.build_dpo_trainer(cfg, ctx, model, tok, records, [], info["device"])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for side, want in (("chosen", "Answer:yes.<|im_end|>"), ("rejected", "Answer:no.<|im_end|>")):
+        ids, labels = batch[f"{side}_input_ids"][0], batch[f"{side}_labels"][0]
+        assert flat(tok.decode(ids[labels != -100])) == want
+        assert tok.decode(ids[labels == -100]).startswith("<|im_start|>system\n" + SYSTEM)
+    trainer.train()
+    assert trainer.state.global_step == 2

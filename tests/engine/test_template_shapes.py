@@ -158,3 +158,30 @@ def test_preference_and_prompt_rows_are_checked_and_a_bad_one_is_named(base_tok)
     assert template_mask.first_unmaskable(tok, [good, {"prompt": "Only a prompt"}]) is None
     row, reason = template_mask.first_unmaskable(tok, [good, good, bad])
     assert row == 3 and "alternate" in reason
+
+
+def test_ppo_and_training_samples_stop_at_the_templates_end_of_turn(base_tok):
+    from tuiapp.engine.train import callbacks, ppo
+
+    tok = shaped(base_tok, GEMMA, "<eos>", "<bos>")
+    end = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert end in ppo.stop_token_ids(tok) and tok.eos_token_id in ppo.stop_token_ids(tok)
+
+    class Recorder:  # stands in for the model: records what generate was told to stop at
+        training = False
+        seen: dict = {}
+
+        def eval(self):
+            pass
+
+        def parameters(self):
+            import torch
+
+            yield torch.zeros(1)
+
+        def generate(self, input_ids, **kwargs):
+            Recorder.seen = kwargs
+            return input_ids
+
+    callbacks.generate_samples(Recorder(), tok, ["Hi"], max_new_tokens=2)
+    assert end in Recorder.seen["eos_token_id"]

@@ -190,6 +190,7 @@ class TransformersBackend:
         self._fingerprint: str | None = None
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.stop_ids = self._stop_ids()
+        self._run_templates: dict[str, Any] = {}  # adapter folder -> run_tokenizer.RunTemplate
 
     def _stop_ids(self) -> set[int]:
         tok, ids = self.tokenizer, set()
@@ -251,13 +252,28 @@ class TransformersBackend:
 
     # ---- generation
 
+    def run_template(self, adapter: str | Path | None):
+        """The chat template (and its stop ids) the run in ``adapter`` trained with
+        (run_tokenizer.py); None for the base."""
+        if adapter is None:
+            return None
+        from tuiapp.engine.infer.run_tokenizer import run_template
+
+        key = str(Path(adapter).resolve())
+        if key not in self._run_templates:
+            self._run_templates[key] = run_template(self.tokenizer, key)
+        return self._run_templates[key]
+
     def prompt_ids(self, prompt: str | list[dict], params: GenerationParams,
-                   system: str | None = None) -> list[int]:
+                   system: str | None = None, adapter: str | Path | None = None) -> list[int]:
+        """The ids the model answers after: rendered with the template of the run in ``adapter``
+        when it trained with another template than the base's."""
         tok = self.tokenizer
         if not params.chat:
             return list(tok(str(prompt), add_special_tokens=True)["input_ids"])
-        text = tok.apply_chat_template(messages_for(prompt, system), tokenize=False,
-                                       add_generation_prompt=True)
+        run = self.run_template(adapter)
+        text = tok.apply_chat_template(messages_for(prompt, system), tokenize=False, add_generation_prompt=True,
+                                       chat_template=run.template if run else None)
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, adapter: str | Path | None, prompt: str | list[dict],
@@ -270,7 +286,9 @@ class TransformersBackend:
 
         params = params or GenerationParams()
         t0 = time.perf_counter()
-        ids = self.prompt_ids(prompt, params, system)
+        ids = self.prompt_ids(prompt, params, system, adapter)
+        run = self.run_template(adapter)
+        stop_ids = self.stop_ids | run.stop_ids if run else self.stop_ids
         budget = params.max_new_tokens
         if self.max_positions:
             if len(ids) >= self.max_positions:
@@ -295,7 +313,7 @@ class TransformersBackend:
                     return out.logits[0, -1].float().cpu().numpy()
 
                 yield from _decode_loop(lambda tok: forward([tok]), forward(ids), len(ids), stream,
-                                        self.stop_ids, params, t0, cancel, budget)
+                                        stop_ids, params, t0, cancel, budget)
 
     def close(self) -> None:
         self.peft = None

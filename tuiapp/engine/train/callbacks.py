@@ -113,9 +113,13 @@ def generate_samples(model, tokenizer, prompts, max_new_tokens: int = 48, chat: 
     """Greedy answers to the sample prompts (no RNG used, so resumed runs stay identical)."""
     import torch
 
+    from tuiapp.engine.train.template_mask import end_of_turn_ids
+
     was_training = model.training
     model.eval()
     out = []
+    # a chat answer ends at the template's end-of-turn (Gemma's <end_of_turn> is not its eos)
+    stops = end_of_turn_ids(tokenizer) if chat and getattr(tokenizer, "chat_template", None) else None
     try:
         device = next(model.parameters()).device
         for prompt in prompts:
@@ -133,6 +137,7 @@ def generate_samples(model, tokenizer, prompts, max_new_tokens: int = 48, chat: 
                     attention_mask=torch.ones_like(ids),
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
+                    **({"eos_token_id": stops} if stops else {}),
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
                 )
             text = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)

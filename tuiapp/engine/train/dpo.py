@@ -232,16 +232,23 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                   processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
                   peft_config=_peft_config(config))
-    if config.loss_type == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
+    if config.loss_type in ("simpo", "orpo"):
+        if config.loss_type == "simpo":
+            from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        return CPOTrainer(args=CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, beta=config.beta,
-                                         simpo_gamma=config.simpo_gamma,
-                                         label_smoothing=config.label_smoothing), **kwargs)
-    if config.loss_type == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+            trainer_class, paired_args = CPOTrainer, CPOConfig(
+                **args, loss_type="simpo", cpo_alpha=0.0, beta=config.beta, simpo_gamma=config.simpo_gamma,
+                label_smoothing=config.label_smoothing)
+        else:
+            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOTrainer(args=ORPOConfig(**args, beta=config.beta), **kwargs)
+            trainer_class, paired_args = ORPOTrainer, ORPOConfig(**args, beta=config.beta)
+        if pretokenized.wanted(tokenizer):  # the model's own template: the split ids ride along
+            split = pretokenized_datasets(ctx, pretokenized.preference_rows, tokenizer, train_rows, eval_rows)
+            kwargs.update(train_dataset=_beside(train_rows, split["train_dataset"]),
+                          eval_dataset=_beside(eval_rows, split["eval_dataset"]))
+            trainer_class = pretokenized.paired_trainer_class(trainer_class)
+        return trainer_class(args=paired_args, **kwargs)
     from trl import DPOConfig, DPOTrainer
 
     ref_model = None
@@ -262,6 +269,15 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                       data_collator=pretokenized.preference_collator(tokenizer, dpo_args))
         trainer_class = pretokenized.dpo_trainer_class()
     return _padding_free(config, ctx, trainer_class(ref_model=ref_model, args=dpo_args, **kwargs))
+
+
+def _beside(rows, split):
+    """The conversational rows (CPO/ORPO still render them) with the split ids as extra columns."""
+    from datasets import Dataset
+
+    if split is None:
+        return None
+    return Dataset.from_list([{**row, **ids} for row, ids in zip(rows, split.to_list(), strict=True)])
 
 
 def pretokenized_datasets(ctx: JobContext, split, tokenizer, train_rows, eval_rows) -> dict[str, Any]:

@@ -13,7 +13,8 @@ TRL's RewardTrainer takes ``chosen_ids``/``rejected_ids`` as they are. DPOTraine
 always re-tokenize from text, so ``dpo_trainer_class``/``kto_trainer_class`` return subclasses
 whose ``_prepare_dataset`` keeps pre-tokenized rows (doing only what TRL does after tokenizing:
 drop rows whose prompt fills max_length; KTO's mismatched KL completions) and whose signature
-columns keep the mask columns.
+columns keep the mask columns. The experimental CPO/ORPO trainers (simpo, orpo) tokenize each
+row in ``tokenize_row``; ``paired_trainer_class`` builds the same fields from the split ids.
 """
 
 from __future__ import annotations
@@ -193,3 +194,29 @@ def kto_trainer_class():
             self._signature_columns = [*self._signature_columns, "answer_mask", "KL_answer_mask"]
 
     return PretokenizedKTOTrainer
+
+
+def cpo_fields(feature: dict[str, Any], max_length: int) -> dict[str, list[int]]:
+    """CPO/ORPO's tokenized row (prompt_*, chosen_*, rejected_* ids, attention and labels) from
+    a pre-split pair; like TRL, an answer that does not fit is cut, the prompt is kept whole."""
+    prompt = list(feature["prompt_ids"])
+    out = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for side in ("chosen", "rejected"):
+        answer = list(feature[f"{side}_ids"])[: max(0, max_length - len(prompt))]
+        mask = feature[f"{side}_mask"][: len(answer)]
+        out[f"{side}_input_ids"] = prompt + answer
+        out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+        out[f"{side}_labels"] = [-100] * len(prompt) + [t if m else -100 for t, m in zip(answer, mask, strict=True)]
+    return out
+
+
+def paired_trainer_class(base):
+    """``base`` (trl.experimental's CPOTrainer or ORPOTrainer) reading the pre-split ids."""
+
+    class PretokenizedPairs(base):
+        def tokenize_row(self, feature, model=None):
+            if "prompt_ids" not in feature:
+                return super().tokenize_row(feature, model)
+            return cpo_fields(feature, self.max_length)
+
+    return PretokenizedPairs
