@@ -117,6 +117,8 @@ class TuiApp(App[None]):
         self.run_progress: dict[int, dict] = {}
         self._poll_error: str | None = None
         self.farewell: str | None = None
+        # (kind, dataset version id) for Train to pick when it is next shown (TrainScreen.request)
+        self.train_request: tuple[str, str] | None = None
 
     # ---- training runs: ONE poll worker at a time for the whole app ----------------------------
 

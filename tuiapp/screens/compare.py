@@ -35,6 +35,7 @@ from tuiapp.messages import CompareChoicesLoaded, PaneChunk, PaneDone, PaneFaile
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_batch import BatchPanel, short
 from tuiapp.screens.compare_blind import BLIND_PANES, BlindMixin
+from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.model_picker import ModelPicker
 from tuiapp.widgets.output_pane import OutputPane
 
@@ -62,7 +63,7 @@ def _readable(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-class CompareScreen(BlindMixin, AreaScreen):
+class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
     AREA = "compare"
     AREA_TITLE = "Compare"
     BINDINGS = [
@@ -76,7 +77,10 @@ class CompareScreen(BlindMixin, AreaScreen):
         Binding("2", "choose('b')", "B is better", id="compare.blind_b"),
         Binding("3", "choose('tie')", "Tie", id="compare.blind_tie"),
         Binding("4", "choose('both_bad')", "Both bad", id="compare.blind_both_bad"),
+        *tab_bindings("compare"),
     ]
+    TABS_ID = "cmp-tabs"
+    TAB_IDS = ("cmp-tab-side", "cmp-tab-batch", "cmp-tab-blind")
     DEFAULT_CSS = """
     #cmp-tabs { height: 1fr; }
     #cmp-side { height: 1fr; }
@@ -91,6 +95,7 @@ class CompareScreen(BlindMixin, AreaScreen):
     #cmp-history { height: 1fr; min-height: 4; }
     #cmp-panes { width: 1fr; }
     #blind-status { height: 2; padding: 0 1; }
+    #blind-prompt { height: auto; max-height: 5; border: round $panel; padding: 0 1; }
     #blind-panes { height: 1fr; }
     """
 
@@ -138,6 +143,9 @@ class CompareScreen(BlindMixin, AreaScreen):
                 yield Static(Text("Pick two models and a prompt on Side by side, then press "
                                   "ctrl+o: their answers appear here as A and B, sides shuffled."),
                              id="blind-status")
+                prompt = Static("", id="blind-prompt")
+                prompt.border_title = "Prompt"
+                yield prompt
                 with Horizontal(id="blind-panes"):
                     yield OutputPane("A", id=BLIND_PANES[0])
                     yield OutputPane("B", id=BLIND_PANES[1])

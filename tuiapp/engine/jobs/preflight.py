@@ -249,12 +249,15 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
     if not rep.records:
         report.refusals.append(f"dataset: {version.path} has no usable rows")
         return
-    if config.kind == "sft" and tokenizer is not None and not _template_masks(report, config, rep, tokenizer):
+    if config.kind != "cpt" and tokenizer is not None and not _template_masks(report, config, rep, tokenizer):
         return
     stats = data.compute_stats(rep, tokenizer=tokenizer, max_length=config.max_length)
     report.tokens = {k: stats.get(k) for k in ("rows", "tokenizer", "template", "max_length",
                                                "tokens", "truncated", "train_on_nothing",
                                                "assistant_tokens")}
+    from tuiapp.engine.jobs.preflight_drop import check_dropped_rows
+
+    check_dropped_rows(report, config, rep, tokenizer)  # rows the trainer drops or empties
     nothing = stats.get("train_on_nothing") or {}
     if nothing.get("count") and getattr(config, "assistant_only_loss", False):
         lines = ", ".join(map(str, nothing["lines"][:10]))
@@ -276,19 +279,31 @@ def _check_data(report: PreflightReport, config: Any, version: Any, tokenizer: A
 
 
 def _template_masks(report: PreflightReport, config: Any, rep: Any, tokenizer: Any) -> bool:
-    """A chat template without {% generation %} markers is masked turn by turn at train time;
-    measure that it can be on this data, and refuse naming the first row when it cannot."""
+    """A chat template without {% generation %} markers is split turn by turn at train time (SFT
+    conversations: the assistant mask; preference/KTO/reward rows: prompt and answer; PPO/GRPO/RLOO
+    prompts: where the sampled answer starts and ends). Check that it can be on this data, and
+    refuse naming the first row when it cannot, before any weights load."""
     from tuiapp.engine.train import template_mask
 
-    conversational = bool(rep.records) and "messages" in rep.records[0]
-    if not template_mask.needs_derived_mask(tokenizer, conversational, config.assistant_only_loss):
-        return True
-    bad = template_mask.first_unmaskable(tokenizer, rep.records)
+    records = rep.records
+    if config.kind == "sft":
+        conversational = bool(records) and "messages" in records[0]
+        if not template_mask.needs_derived_mask(tokenizer, conversational, config.assistant_only_loss):
+            return True
+        fix = "set chat_template=chatml, or assistant_only_loss=false to train on every token"
+    else:
+        if not getattr(tokenizer, "chat_template", None) or template_mask.has_generation_markers(tokenizer):
+            return True
+        if config.kind in ("ppo", "grpo", "rloo"):  # only the prompts are used: check those
+            from tuiapp.engine.train.reward_sources import _prompt_messages
+
+            records = [{"prompt": p} if (p := _prompt_messages(r)) else {} for r in records]
+        fix = "set chat_template=chatml"
+    bad = template_mask.first_unmaskable(tokenizer, records)
     if bad is None:
         return True
-    report.refusals.append(f"chat_template: {config.chat_template} cannot be masked on the data "
-                           f"(row {bad[0]}: {bad[1]}); set chat_template=chatml, or "
-                           "assistant_only_loss=false to train on every token")
+    report.refusals.append(f"chat_template: {config.chat_template} cannot be split on the data "
+                           f"(row {bad[0]}: {bad[1]}); {fix}")
     return False
 
 

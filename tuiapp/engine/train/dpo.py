@@ -25,7 +25,7 @@ from typing import Any
 
 from tuiapp.engine import data
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import padding_free, policy
+from tuiapp.engine.train import padding_free, policy, pretokenized
 from tuiapp.engine.train.config import DPOJobConfig, KTOJobConfig
 from tuiapp.engine.train.sft import dataset_file, parameter_counts, split_records
 
@@ -256,7 +256,27 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_log_probs=config.precompute_ref_log_probs,
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR,
                          include_num_input_tokens_seen="non_padding")
-    return _padding_free(config, ctx, DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs))
+    trainer_class = DPOTrainer
+    if pretokenized.wanted(tokenizer):  # the model's own template: split the pairs ourselves
+        kwargs.update(pretokenized_datasets(ctx, pretokenized.preference_rows, tokenizer, train_rows, eval_rows),
+                      data_collator=pretokenized.preference_collator(tokenizer, dpo_args))
+        trainer_class = pretokenized.dpo_trainer_class()
+    return _padding_free(config, ctx, trainer_class(ref_model=ref_model, args=dpo_args, **kwargs))
+
+
+def pretokenized_datasets(ctx: JobContext, split, tokenizer, train_rows, eval_rows) -> dict[str, Any]:
+    """train/eval datasets of rows split by the model's own chat template (pretokenized.py)."""
+    from datasets import Dataset
+
+    try:
+        train = split(tokenizer, train_rows)
+        held = split(tokenizer, eval_rows) if eval_rows else []
+    except pretokenized.PretokenizeError as exc:
+        raise PreferenceError(f"chat template: {exc}", phase="load_data") from exc
+    ctx.emit("log", level="info", message="prompts and answers split by the model's own chat template "
+             f"(answers end on {pretokenized.template_mask.end_of_turn(tokenizer)!r})")
+    return {"train_dataset": Dataset.from_list(train),
+            "eval_dataset": Dataset.from_list(held) if held else None}
 
 
 def _padding_free(config: Any, ctx: JobContext, trainer):
@@ -285,11 +305,16 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR)
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens, chat=True,
                              tokenizer=tokenizer)
-    trainer = KTOTrainer(model=model, ref_model=ref_model, args=kto_args,
-                         train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
-                         peft_config=_peft_config(config))
+    data = {"train_dataset": Dataset.from_list(train_rows),
+            "eval_dataset": Dataset.from_list(eval_rows) if eval_rows else None}
+    trainer_class = KTOTrainer
+    if pretokenized.wanted(tokenizer):  # the model's own template: split the rows ourselves
+        data = {**pretokenized_datasets(ctx, pretokenized.kto_rows, tokenizer, train_rows, eval_rows),
+                "data_collator": pretokenized.kto_collator(tokenizer, kto_args)}
+        trainer_class = pretokenized.kto_trainer_class()
+    trainer = trainer_class(model=model, ref_model=ref_model, args=kto_args, **data,
+                            processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
+                            peft_config=_peft_config(config))
     return _padding_free(config, ctx, trainer)
 
 
