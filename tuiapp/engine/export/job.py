@@ -299,7 +299,7 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
         if status == "ok":
             store.add_model(path.stem, "gguf", str(path), base_model_id=source.model_id,
                             meta={"export_id": row.id, "quant": q, "sha256": digest,
-                                  "run_id": source.run_id})
+                                  "run_id": source.run_id, "writer": writer.name})
         files.append({"quant": q, "path": str(path), "size_bytes": size,
                       "predicted_bytes": plan["predicted"][q], "sha256": digest, "status": status,
                       "reasons": report["reasons"], "figures": _key_figures(report),
