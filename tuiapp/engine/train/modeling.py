@@ -102,13 +102,26 @@ def pick_dtype(dtype: str, device: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
 
 
-def attention_implementation(device: str) -> str:
+def attention_implementation(device: str, model_path: str | None = None) -> str:
     """flash_attention_2 when installed on CUDA (varlen kernels: padding-free batches cost no
     cross-example attention), else sdpa (transformers builds a block-diagonal mask from the
-    reset position_ids, so packed examples still never see each other)."""
+    reset position_ids, so packed examples still never see each other); eager for a model class
+    that has no sdpa path (Gemma 2: transformers refuses to load it when sdpa is asked for)."""
     if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
+    if model_path and not _supports_sdpa(model_path):
+        return "eager"
     return "sdpa"
+
+
+def _supports_sdpa(model_path: str) -> bool:
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model_cls = AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_path))]
+    except (KeyError, OSError, ValueError):
+        return True  # unknown here (remote code, hub id offline): let transformers decide on sdpa
+    return bool(getattr(model_cls, "_supports_sdpa", True))
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -206,7 +219,7 @@ def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
 
     method = config.method
     kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code,
-                              "attn_implementation": attention_implementation(device)}
+                              "attn_implementation": attention_implementation(device, model_path)}
     if method == "full":
         kwargs["dtype"] = torch.float32  # mixed precision autocasts; the optimiser keeps fp32
     elif method == "lora":

@@ -163,7 +163,7 @@ def load_merged_causal_lm(start: StartPoint, tokenizer, device: str, dtype, trus
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=load_dtype, trust_remote_code=trust_remote_code,
-            attn_implementation=modeling.attention_implementation(device))
+            attn_implementation=modeling.attention_implementation(device, path))
     except OSError as exc:
         raise StartError(f"cannot load the model {path}: {exc}") from exc
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
