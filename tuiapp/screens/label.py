@@ -83,13 +83,14 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
     BINDINGS = [
         Binding("1,left", "choose('a')", "A better", id="label.a"),
         Binding("2,right", "choose('b')", "B better", id="label.b"),
-        Binding("t", "choose('tie')", "Tie", id="label.tie"),
-        Binding("b", "choose('both_bad')", "Both bad", id="label.both_bad"),
-        Binding("s", "choose('skip')", "Skip", id="label.skip"),
-        Binding("e", "edit('A')", "Rewrite A", id="label.edit_a"),
+        # the keys line under the answers shows every key; the footer keeps the main ones
+        Binding("t", "choose('tie')", "Tie", id="label.tie", show=False),
+        Binding("b", "choose('both_bad')", "Both bad", id="label.both_bad", show=False),
+        Binding("s", "choose('skip')", "Skip", id="label.skip", show=False),
+        Binding("e", "edit('A')", "Rewrite A", id="label.edit_a", show=False),
         Binding("E", "edit('B')", "Rewrite B", id="label.edit_b", show=False),
         Binding("u", "undo", "Undo", id="label.undo"),
-        Binding("n", "new_tasks", "New tasks", id="label.new"),
+        Binding("n", "new_tasks", "New tasks", id="label.new", show=False),
         Binding("x", "export_labels", "Export as dataset", id="label.export"),
         Binding("ctrl+r", "refresh", "Refresh", id="label.refresh", show=False),
     ]
