@@ -1,0 +1,199 @@
+"""The adaptation methods beyond full/LoRA/QLoRA (issue 19): DoRA, IA3, prefix and prompt tuning,
+BitFit, and the refused bottleneck adapters. Each trains a few fp32 CPU steps of SFT on a tiny
+random model: loss recorded, the method's parameters changed, the base weights unchanged, the
+saved folder loads back to the same answers; then DPO, pre-flight counts, generation and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tuiapp import paths  # noqa: E402
+from tuiapp.engine.context import JobContext  # noqa: E402
+from tuiapp.engine.events import ListSink  # noqa: E402
+from tuiapp.engine.train import methods, modeling, sft  # noqa: E402
+from tuiapp.engine.train.config import ConfigError, SFTJobConfig  # noqa: E402
+
+PEFT_METHODS = ("dora", "ia3", "prefix", "prompt")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def sft_file(tmp_path_factory) -> Path:
+    lines = (paths.DEMO_DIR / "sft.jsonl").read_text(encoding="utf-8").splitlines()[:16]
+    path = tmp_path_factory.mktemp("data") / "small_sft.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def biased_model(tmp_path_factory) -> Path:
+    """A random-init Qwen2 (q/k/v projections carry biases) with the demo tokenizer."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tok = AutoTokenizer.from_pretrained(paths.DEMO_TOKENIZER)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None)
+    Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_config(model: Path, data: Path, method: str, **kw) -> SFTJobConfig:
+    base = dict(base_model=str(model), dataset=str(data), method=method, max_steps=3, batch_size=4,
+                learning_rate=3e-2, warmup_ratio=0.0, logging_steps=1, save_steps=100,
+                eval_split=0.0, sample_prompts=[], max_length=64, lora_r=4, lora_alpha=8,
+                lora_dropout=0.0, num_virtual_tokens=4)
+    base.update(kw)
+    return SFTJobConfig(**base)
+
+
+@pytest.fixture
+def spy_model(monkeypatch):
+    """Keeps the model sft.train builds, with a copy of its weights right after loading."""
+    seen: dict = {}
+    real = modeling.load_model
+
+    def wrapped(*args, **kwargs):
+        model = real(*args, **kwargs)
+        seen["model"] = model
+        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        return model
+
+    monkeypatch.setattr(modeling, "load_model", wrapped)
+    return seen
+
+
+def run(cfg: SFTJobConfig, out: Path) -> tuple[dict, ListSink]:
+    sink = ListSink()
+    return sft.train(cfg, JobContext(output_dir=out, sink=sink)), sink
+
+
+def changed(seen: dict) -> tuple[set[str], set[str]]:
+    """(trainable parameters that moved, frozen parameters that moved)."""
+    moved_trainable, moved_frozen = set(), set()
+    for name, p in seen["model"].named_parameters():
+        if not torch.equal(seen["before"][name], p.detach()):
+            (moved_trainable if p.requires_grad else moved_frozen).add(name)
+    return moved_trainable, moved_frozen
+
+
+def probe_logits(model, tok) -> torch.Tensor:
+    ids = tok.apply_chat_template([{"role": "user", "content": "Who are you?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0, -1].float()
+
+
+# ------------------------------------------------------------------ SFT per method
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_sft_trains_each_peft_method_and_the_adapter_loads_back(method, tiny_model, sft_file, tmp_path,
+                                                                 spy_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result, sink = run(make_config(tiny_model, sft_file, method), tmp_path / "out")
+    assert result["status"] == "completed" and result["adapter"] is True
+    losses = [e["values"]["loss"] for e in sink.of("metrics") if "loss" in e["values"]]
+    assert len(losses) >= 3 and all(x == x and x > 0 for x in losses)
+    moved, frozen_moved = changed(spy_model)
+    assert moved, "no trainable parameter changed"
+    assert not frozen_moved, f"base weights changed: {sorted(frozen_moved)[:3]}"
+    assert 0 < result["trainable_params"] < result["total_params"] / 10
+    final = Path(result["final_dir"])
+    assert (final / "adapter_config.json").exists() and not (final / "model.safetensors").exists()
+    peft_type = {"dora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING", "prompt": "PROMPT_TUNING"}[method]
+    assert methods.adapter_type(final) == peft_type
+    # the saved folder answers exactly like the model that trained
+    tok = modeling.load_tokenizer(str(final))
+    trained = probe_logits(spy_model["model"], tok)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
+    base.resize_token_embeddings(len(tok))
+    untouched = probe_logits(base, tok)
+    loaded = PeftModel.from_pretrained(base, str(final))
+    assert torch.allclose(probe_logits(loaded, tok), trained, atol=1e-4)
+    assert not torch.allclose(trained, untouched, atol=1e-4), "the adapter changed no answer"
+
+
+def test_dora_is_lora_with_a_trained_magnitude(tiny_model, sft_file, tmp_path, spy_model):
+    result, _ = run(make_config(tiny_model, sft_file, "dora"), tmp_path / "out")
+    moved, _ = changed(spy_model)
+    assert any("lora_magnitude_vector" in n for n in moved)
+    lora, _ = modeling.count_parameters(make_config(tiny_model, sft_file, "lora"))
+    # DoRA = LoRA + one magnitude per output feature of every adapted layer
+    assert result["trainable_params"] > lora
+
+
+def test_bitfit_trains_the_biases_only_and_saves_a_whole_model(biased_model, sft_file, tmp_path, spy_model):
+    from transformers import AutoModelForCausalLM
+
+    result, _ = run(make_config(biased_model, sft_file, "bitfit"), tmp_path / "out")
+    assert result["status"] == "completed" and result["adapter"] is False
+    moved, frozen_moved = changed(spy_model)
+    assert moved and all(n.endswith(".bias") for n in moved), sorted(moved)[:5]
+    assert not frozen_moved
+    biases = sum(p.numel() for n, p in spy_model["model"].named_parameters() if n.endswith(".bias"))
+    assert result["trainable_params"] == biases
+    final = Path(result["final_dir"])
+    assert (final / "model.safetensors").exists() and not (final / "adapter_config.json").exists()
+    tok = modeling.load_tokenizer(str(final))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(final), dtype=torch.float32)
+    assert torch.allclose(probe_logits(reloaded, tok), probe_logits(spy_model["model"], tok), atol=1e-4)
+
+
+def test_bitfit_on_a_model_without_biases_is_refused_naming_it(tiny_model, sft_file, tmp_path):
+    with pytest.raises(sft.SFTError) as err:
+        run(make_config(tiny_model, sft_file, "bitfit"), tmp_path / "out")
+    assert "no bias parameters" in str(err.value) and str(tiny_model) in str(err.value)
+    with pytest.raises(modeling.ModelLoadError, match="no bias parameters"):
+        modeling.count_parameters(make_config(tiny_model, sft_file, "bitfit"))
+
+
+def test_bottleneck_adapters_are_refused_with_the_version_evidence(tiny_model, sft_file):
+    with pytest.raises(ConfigError) as err:
+        make_config(tiny_model, sft_file, "adapter")
+    assert err.value.field == "method"
+    assert "transformers~=4.57.6" in str(err.value) and "adapters" in str(err.value)
+
+
+def test_method_fields_are_validated(tiny_model, sft_file):
+    with pytest.raises(ConfigError, match="num_virtual_tokens"):
+        make_config(tiny_model, sft_file, "prompt", num_virtual_tokens=0)
+    with pytest.raises(ConfigError, match="num_virtual_tokens"):
+        make_config(tiny_model, sft_file, "prefix", num_virtual_tokens=64, max_length=64)
+    with pytest.raises(ConfigError, match="ia3_feedforward_modules"):
+        make_config(tiny_model, sft_file, "ia3", ia3_target_modules=["k_proj"],
+                    ia3_feedforward_modules=["down_proj"])
+    with pytest.raises(ConfigError, match="trainable_tokens"):
+        make_config(tiny_model, sft_file, "ia3", trainable_tokens=["hello"])
+    # the LoRA fields are only checked for the LoRA family
+    make_config(tiny_model, sft_file, "prefix", lora_r=0)
+    with pytest.raises(ConfigError, match="lora_r"):
+        make_config(tiny_model, sft_file, "dora", lora_r=0)
+
+
+def test_ia3_on_named_modules_and_a_refusal_for_names_that_match_nothing(tiny_model, sft_file):
+    trainable, _ = modeling.count_parameters(make_config(
+        tiny_model, sft_file, "ia3", ia3_target_modules=["v_proj", "down_proj"],
+        ia3_feedforward_modules=["down_proj"]))
+    # one vector per v_proj output (4 heads x 16 = 64) and per down_proj input (128), 2 layers
+    assert trainable == 2 * (64 + 128)
+    with pytest.raises(modeling.ModelLoadError, match="ia3_target_modules"):
+        modeling.count_parameters(make_config(tiny_model, sft_file, "ia3", ia3_target_modules=["nope_proj"]))
