@@ -197,3 +197,88 @@ def test_ia3_on_named_modules_and_a_refusal_for_names_that_match_nothing(tiny_mo
     assert trainable == 2 * (64 + 128)
     with pytest.raises(modeling.ModelLoadError, match="ia3_target_modules"):
         modeling.count_parameters(make_config(tiny_model, sft_file, "ia3", ia3_target_modules=["nope_proj"]))
+
+
+# ------------------------------------------------------------------ DPO per method
+
+NAMES = ["Kudrade", "Mamouth", "Laibrou", "Hadegres", "Gikri", "Tesosto", "Boust", "Nobraikra"]
+
+
+@pytest.fixture(scope="module")
+def pref_file(tmp_path_factory) -> Path:
+    import json
+
+    rows = [{"prompt": f"Is {n} from the valley?", "chosen": "Answer: yes.", "rejected": "Answer: no."}
+            for n in NAMES]
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run_dpo(model: Path, data: Path, method: str, out: Path, **kw) -> tuple[dict, list[dict]]:
+    from tuiapp.engine.train import dpo
+    from tuiapp.engine.train.config import DPOJobConfig
+
+    base = dict(base_model=str(model), dataset=str(data), method=method, max_steps=8, batch_size=4,
+                learning_rate=2e-2, warmup_ratio=0.0, lr_scheduler="constant", logging_steps=1,
+                save_steps=100, eval_split=0.0, sample_prompts=[], max_length=64, lora_r=8,
+                lora_alpha=16, device="cpu", dtype="fp32", num_virtual_tokens=4)
+    base.update(kw)
+    cfg = DPOJobConfig(**base)
+    sink = ListSink()
+    result = dpo.train(cfg, JobContext(out, sink=sink, dataset_path=data, base_model_path=str(model)))
+    metrics = [e["values"] for e in sink.events if e["event"] == "metrics" and "loss" in e["values"]]
+    return result, metrics
+
+
+@pytest.mark.parametrize("method", [*PEFT_METHODS, "bitfit"])
+def test_dpo_trains_each_method_against_the_start_as_reference(method, tiny_model, biased_model, pref_file,
+                                                               tmp_path):
+    import math
+
+    model = biased_model if method == "bitfit" else tiny_model
+    result, metrics = run_dpo(model, pref_file, method, tmp_path / "run")
+    assert result["status"] == "completed"
+    assert result["adapter"] is methods.is_peft(method)
+    losses = [m["loss"] for m in metrics]
+    assert len(losses) == 8 and losses[-1] < losses[0], losses
+    if method in ("dora", "ia3", "bitfit"):
+        # these start as the identity: policy == reference at step 0, so the loss is exactly log 2
+        assert losses[0] == pytest.approx(math.log(2), abs=1e-3)
+    final = Path(result["final_dir"])
+    if methods.is_peft(method):
+        assert methods.adapter_type(final) == {"dora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING",
+                                               "prompt": "PROMPT_TUNING"}[method]
+    else:
+        assert (final / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prompt_learning_reference_is_the_base_with_the_adapter_disabled(method, tiny_model, pref_file,
+                                                                        tmp_path):
+    """Prefix/prompt adapters change the answers from their first step, so a reference that
+    were the adapted policy itself would give rewards of exactly 0 at step 0; TRL's reference
+    is PEFT's disable_adapter, which answers as the base."""
+    from transformers import AutoModelForCausalLM
+
+    from tuiapp.engine.train.config import DPOJobConfig
+
+    _, metrics = run_dpo(tiny_model, pref_file, method, tmp_path / "run", max_steps=1)
+    assert abs(metrics[0]["rewards/chosen"]) > 1e-6
+    cfg = DPOJobConfig(base_model=str(tiny_model), dataset=str(pref_file), method=method, num_virtual_tokens=4)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
+    tok = modeling.load_tokenizer(str(tiny_model))
+    base.resize_token_embeddings(len(tok))
+    plain = probe_logits(base, tok)
+    peft = methods.wrap(base, cfg)
+    assert not torch.allclose(probe_logits(peft, tok), plain, atol=1e-5)
+    with peft.disable_adapter():
+        assert torch.allclose(probe_logits(peft, tok), plain, atol=1e-6)
+
+
+def test_dpo_from_a_prefix_tuning_run_is_refused_in_words(tiny_model, sft_file, pref_file, tmp_path):
+    from tuiapp.engine.train import dpo
+
+    result, _ = run(make_config(tiny_model, sft_file, "prefix", max_steps=1), tmp_path / "sft")
+    with pytest.raises(dpo.PreferenceError, match="prefix tuning adapter.*nothing to merge"):
+        run_dpo(tiny_model, pref_file, "lora", tmp_path / "dpo", start_from=result["final_dir"])
