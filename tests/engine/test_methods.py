@@ -282,3 +282,59 @@ def test_dpo_from_a_prefix_tuning_run_is_refused_in_words(tiny_model, sft_file, 
     result, _ = run(make_config(tiny_model, sft_file, "prefix", max_steps=1), tmp_path / "sft")
     with pytest.raises(dpo.PreferenceError, match="prefix tuning adapter.*nothing to merge"):
         run_dpo(tiny_model, pref_file, "lora", tmp_path / "dpo", start_from=result["final_dir"])
+
+
+# ------------------------------------------------------------------ pre-flight
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_preflight_counts_what_each_method_trains_and_estimates_its_memory(kind, tiny_model, biased_model,
+                                                                           sft_file, pref_file, tmp_path):
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM
+
+    from store import Store
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.train.config import DPOJobConfig
+
+    store = Store(":memory:")
+    estimates = {}
+    for method in ("full", "lora", *PEFT_METHODS, "bitfit"):
+        model = biased_model if method == "bitfit" else tiny_model
+        if kind == "sft":
+            cfg = make_config(model, sft_file, method, train_template_tokens=False, device="cpu")
+        else:
+            cfg = DPOJobConfig(base_model=str(model), dataset=str(pref_file), method=method, lora_r=4,
+                               lora_alpha=8, num_virtual_tokens=4, max_length=64, device="cpu")
+        report = preflight(cfg, store, tmp_path, free_bytes=2**40)
+        assert report.ok, (method, report.refusals)
+        # the count the job will train: the method put on the real weights
+        tok = modeling.load_tokenizer(str(model))
+        real = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+        real.resize_token_embeddings(len(tok))
+        if method == "bitfit":
+            want = methods.train_biases_only(real)
+        elif method == "full":
+            want = sum(p.numel() for p in real.parameters())
+        else:
+            want = sum(p.numel() for p in methods.wrap(real, cfg).parameters() if p.requires_grad)
+        assert report.params["trainable"] == want, method
+        estimates[method] = report.memory["estimate_bytes"]
+        console = Console(width=120, record=True)
+        console.print(report.render())
+        assert "trainable" in console.export_text()
+    assert all(v > 0 for v in estimates.values())
+    assert estimates["full"] > max(estimates[m] for m in ("lora", *PEFT_METHODS))
+
+
+def test_preflight_refuses_bitfit_on_a_model_without_biases_naming_it(tiny_model, sft_file, pref_file, tmp_path):
+    from store import Store
+    from tuiapp.engine.jobs.preflight import preflight
+    from tuiapp.engine.train.config import DPOJobConfig
+
+    store = Store(":memory:")
+    for cfg in (make_config(tiny_model, sft_file, "bitfit", device="cpu"),
+                DPOJobConfig(base_model=str(tiny_model), dataset=str(pref_file), method="bitfit", device="cpu")):
+        report = preflight(cfg, store, tmp_path, free_bytes=2**40)
+        assert not report.ok
+        assert any("no bias parameters" in r and str(tiny_model) in r for r in report.refusals), report.refusals

@@ -122,6 +122,23 @@ def train_biases_only(model, model_name: str = "the model") -> int:
     return sum(p.numel() for _, p in biases)
 
 
+def meta_trainable(hf_config, config: Any) -> int:
+    """Trainable parameters of ``config.method`` on a meta-device model of ``hf_config`` (no
+    weights read): the count the job will train. Raises MethodError when the method cannot go
+    on this model (bitfit without biases, IA3 modules that match nothing)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    name = getattr(hf_config, "_name_or_path", "") or "the model"
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+        if config.method in WHOLE_MODEL_METHODS:
+            return train_biases_only(model, name) if config.method == "bitfit" else \
+                sum(p.numel() for p in model.parameters())
+        model = wrap(model, config, model_name=name)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 # ------------------------------------------------------------------ saved folders (no torch)
 
 
