@@ -405,3 +405,52 @@ def test_generation_from_a_bitfit_run_loads_it_as_a_whole_model(trained):
     chunk = list(backend.generate(None, "Who are you?", GenerationParams(max_new_tokens=8)))[-1]
     model = AutoModelForCausalLM.from_pretrained(str(trained["bitfit"]), dtype=torch.float32)
     assert chunk.text == reference_greedy(model, backend.tokenizer, "Who are you?", backend.stop_ids, 8)
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3"])
+def test_export_merges_dora_and_ia3_into_the_weights_with_gguf_parity(method, trained, tiny_model, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from store import Store
+    from tuiapp.engine.export.gguf import write_gguf
+    from tuiapp.engine.export.job import plan_export
+    from tuiapp.engine.export.parity import check
+    from tuiapp.engine.export.steps import merge_adapter
+
+    plan = plan_export(str(trained[method]), Store(":memory:"), "f16")
+    assert plan["source"].adapter_dir == trained[method].resolve()
+    merge_adapter(tiny_model, trained[method], tmp_path / "merged", dtype="float32")
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32),
+                                        str(trained[method]))
+    tok = modeling.load_tokenizer(str(trained[method]))
+    assert torch.allclose(probe_logits(merged, tok), probe_logits(adapter, tok), atol=1e-4)
+    write_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f16")
+    report = check(tmp_path / "merged", tmp_path / "merged.gguf", max_new_tokens=6)
+    assert report["ok"], report["reasons"]
+
+
+def test_export_of_a_bitfit_run_is_the_whole_model(trained):
+    from store import Store
+    from tuiapp.engine.export.job import plan_export
+
+    plan = plan_export(str(trained["bitfit"]), Store(":memory:"), "f16")
+    assert plan["source"].model_dir == trained["bitfit"].resolve() and plan["source"].adapter_dir is None
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_export_refuses_prefix_and_prompt_tuning_before_loading_anything(method, trained, monkeypatch):
+    import transformers
+
+    from store import Store
+    from tuiapp.engine.export.job import ExportError, plan_export
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the refusal")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    words = {"prefix": "prefix tuning adapter", "prompt": "prompt tuning adapter"}[method]
+    with pytest.raises(ExportError, match=f"{words}.*nothing to merge"):
+        plan_export(str(trained[method]), Store(":memory:"), "f16")
