@@ -113,7 +113,7 @@ _VERDICT_RE = re.compile(r"verdict\s*[:=\-]?" + _MARKS + r"(?:answer\s+)?(A|B|ti
 # A reply that skips the label but starts with its verdict: "B.", "**A**", "Answer B is better".
 # "A fox ..." is prose, not a verdict: the letter must end the reply, take punctuation, or go on
 # with "is" / "wins" / "better".
-_LEAD_RE = re.compile(r"^" + _MARKS + r"(?:answer\s+)?(A|B|[Tt]ie)(?:[*_\"'`)\]]*\s*$|"
+_LEAD_RE = re.compile(r"^" + _MARKS + r"(?i:answer\s+)?(A|B|[Tt]ie)(?:[*_\"'`)\]]*\s*$|"
                       r"[*_\"'`)\]]*[.:,;!]|\s+(?:is|wins|better)\b)")
 _PRINCIPLE_RE = re.compile(r"principle\s*(?:#|no\.?|number)?\s*[:=\-]?" + _MARKS + r"#?(\d+)",
                            re.I)
