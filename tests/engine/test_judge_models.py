@@ -207,3 +207,25 @@ def test_a_position_biased_judge_is_counted_and_skipped_when_asked():
         judging.judge_tasks(store, scripted(store, True), "base", "s", on_inconsistent="coin")
     with pytest.raises(judging.JudgeError, match="no label tasks"):
         judging.judge_tasks(store, scripted(store, True), "base", "empty")
+
+
+def test_dpo_trains_on_a_judge_labelled_export(tiny_model, tmp_path):
+    from tuiapp.engine.context import JobContext
+    from tuiapp.engine.events import ListSink
+    from tuiapp.engine.train import dpo
+    from tuiapp.engine.train.config import DPOJobConfig
+
+    store = Store()
+    make_tasks(store, 4)
+    judging.judge_tasks(store, scripted(store, biased=False), "base", "s")
+    version = labels.export(store, "s", home=tmp_path, source="judge")
+    cfg = DPOJobConfig(base_model=str(tiny_model), dataset=version.path, method="lora",
+                       max_steps=2, batch_size=2, learning_rate=5e-3, warmup_ratio=0.0,
+                       lr_scheduler="constant", logging_steps=1, save_steps=100, eval_split=0.0,
+                       sample_prompts=[], max_length=64, lora_r=4, lora_alpha=8, device="cpu",
+                       dtype="fp32")
+    sink = ListSink()
+    result = dpo.train(cfg, JobContext(tmp_path / "run", sink=sink, dataset_path=Path(cfg.dataset),
+                                       base_model_path=cfg.base_model))
+    assert result["status"] == "completed" and result["steps"] == 2
+    assert [e for e in sink.events if e["event"] == "metrics" and "loss" in e["values"]]
