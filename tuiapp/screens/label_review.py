@@ -75,7 +75,8 @@ class LabelReviewMixin:
             pair = pair_for(task)
             pairs.append(replace(pair, review=review_note(pair, disagreement)))
         self.queue = deque(pairs)  # `d` again reloads the unlabelled pairs from the store
-        self._draw_next()
+        if not self.saving:  # else the save in flight draws the first of them when it lands
+            self._draw_next()
         self._status(Text(f"Reviewing {len(pairs)} pairs where the judge disagreed with you; "
                           "a key replaces your label · d: back to labelling",
                           style="bold yellow"))

@@ -261,10 +261,10 @@ def judge_task(judge: Judge, task: Any, on_inconsistent: str = "tie") -> dict:
     choice, consistent = combine(first, second, on_inconsistent)
     orders = [{"shown": "ab", **first, "choice": _as_candidate(first["verdict"], False)},
               {"shown": "ba", **second, "choice": _as_candidate(second["verdict"], True)}]
-    principle = first["principle"] or second["principle"] if consistent else None
+    principle = (first["principle"] or second["principle"]) if consistent else None
     if consistent:
         rationale = first["rationale"] or second["rationale"]
-        if rationale is None and first["method"] == "logprob":
+        if rationale is None and "logprob" in (first["method"], second["method"]):
             rationale = "log-probability of the verdict token (the judge's text had no verdict)"
     else:
         rationale = (f"position flip: shown a-first it chose {orders[0]['choice']}, shown "
