@@ -3,8 +3,10 @@
 It reads ``RUN_DIR/job.json`` (written by the Runner), imports the algorithm, trains with a
 JSON-lines sink (``RUN_DIR/events.jsonl``) and turns any exception into an ``error`` event a
 person can act on; the full traceback goes to ``RUN_DIR/error.log``, never to the UI.
-Exit codes: 0 completed, 1 failed, 3 cancelled. It never touches the store: the parent
-replays the events, so a crash here cannot corrupt it.
+Exit codes: 0 completed, 1 failed, 3 cancelled (0 for a cancelled rank of a process group:
+torchrun treats any other code as a failure). It never touches the store: the parent replays
+the events, so a crash here cannot corrupt it. Under ``accelerate launch`` (num_processes > 1)
+every rank runs this module; what differs per rank is in ``launch.py``.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def run_job(run_dir: Path) -> int:
     code, error = _run_job(run_dir, rank, world)
     if world > 1:
         launch.end_rank(run_dir, rank, code, error)
+        if code == EXIT_CANCELLED:
+            return EXIT_OK  # torchrun counts any other code as a failed rank; the done event says
     return code
 
 
