@@ -33,6 +33,7 @@ from store.models import (
     Metric,
     ModelRow,
     Run,
+    Sweep,
 )
 from store.refs import canonical_ref
 from store.store import Store
@@ -46,6 +47,7 @@ __all__ = [
     "ModelRow",
     "DatasetVersion",
     "Run",
+    "Sweep",
     "Metric",
     "Generation",
     "Evaluation",
