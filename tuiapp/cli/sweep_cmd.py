@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -85,7 +86,7 @@ def sweep(
                   f"({', '.join(str(r.id) for r in runs)})")
     code = 0
     if run_now:
-        code = _run_all(ws, runner, sweep_row.id, runs, plan, console)
+        code = _run_all(runner, sweep_row.id, runs, console)
         if code == 0 and prompts:
             _evaluate(ctx, ws, sweep_row.id, None, eval_limit, console)
     else:
@@ -120,15 +121,17 @@ def _plan_table(plan: Any) -> Table:
     return table
 
 
-def _run_all(ws: Any, runner: Any, sweep_id: int, runs: list[Any], plan: Any,
-             console: Console) -> int:
+def _run_all(runner: Any, sweep_id: int, runs: list[Any], console: Console) -> int:
+    """Train the given queued runs one after another here, each with a progress bar."""
     from tuiapp.cli.train_cmd import follow
     from tuiapp.engine.jobs.sweep import point_label
 
+    sweep = runner.store.get_sweep(sweep_id)
     worst = 0
-    for i, (run, planned) in enumerate(zip(runs, plan.runs, strict=True)):
+    for i, run in enumerate(runs):
+        point = {k: run.config.get(k) for k, _ in sweep.grid}
         console.print(f"[bold]sweep {sweep_id}[/]: run {i + 1} of {len(runs)} "
-                      f"({point_label(planned.point)})")
+                      f"({point_label(point)})")
         runner.start_next()
         code, _ = follow(runner, run.id, console)
         if code == 130:
@@ -184,6 +187,39 @@ def show(
     _show(ws.store, sweep_id, as_json)
 
 
+@app.command("run")
+def run_queued(
+    ctx: typer.Context,
+    sweep_id: int = typer.Argument(..., help="The sweep's id."),
+    prompts: str | None = typer.Option(None, "--eval", help="Score the runs afterwards on this "
+                                       "prompt set (default: the sweep's --eval, if any)."),
+    eval_limit: int | None = typer.Option(None, "--eval-limit", help="Score on the first N prompts only."),
+) -> None:
+    """Train a queued sweep's runs now, one after another, then score them if it has a prompt set."""
+    from tuiapp.cli.train_cmd import make_runner
+
+    ws = open_ws(ctx)
+    try:
+        sweep_row = ws.store.get_sweep(sweep_id)
+    except LookupError:
+        fail(f"no sweep with id {sweep_id} (see `tuneloop sweep list`)", code=1)
+    if prompts:
+        _check_prompts(prompts, ws.store)
+    runner = make_runner(ws)
+    runner.recover()
+    queued = [r for r in ws.store.sweep_runs(sweep_id) if r.status in ("queued", "running")]
+    console = Console(highlight=False)
+    code = 0
+    if queued:
+        code = _run_all(runner, sweep_id, queued, console)
+    else:
+        console.print(f"sweep {sweep_id} has no queued runs")
+    if code == 0 and (prompts or sweep_row.prompts):
+        _evaluate(ctx, ws, sweep_id, prompts, eval_limit, console)
+    _show(ws.store, sweep_id, False)
+    raise typer.Exit(code)
+
+
 @app.command("eval")
 def evaluate(
     ctx: typer.Context,
@@ -226,12 +262,12 @@ def list_sweeps(ctx: typer.Context,
 
 
 def _poll(ws: Any) -> None:
-    """Fold in what running grid points wrote since the last look (the queue moves on too)."""
+    """Fold in what running grid points wrote since the last look (nothing is started)."""
     from tuiapp.cli.train_cmd import make_runner
 
     runner = make_runner(ws)
+    runner.recover()
     runner.poll()
-    runner.start_next()
 
 
 def _show(store: Any, sweep_id: int, as_json: bool) -> None:
@@ -243,24 +279,34 @@ def _show(store: Any, sweep_id: int, as_json: bool) -> None:
         print_json({"sweep": sweep.to_dict(), "runs": rows})
         return
     scorer = (sweep.details or {}).get("scorer")
-    table = Table(title=f"sweep {sweep.id}: {sweep.name}", title_justify="left")
-    cols = ("run", "status", "method", "lora_r", "trainable", "peak memory", "tokens/s",
-            "final loss", f"score ({scorer})" if scorer else "score")
+    others = [k for k, _ in sweep.grid if k not in ("method", "lora_r")]
+    caption = f"score: {scorer} on {sweep.details.get('prompts') or sweep.prompts}" if scorer \
+        else "score: none yet (`tuneloop sweep eval ID --prompts P`)"
+    table = Table(title=f"sweep {sweep.id}: {sweep.name}", title_justify="left", box=box.SIMPLE,
+                  caption=caption, caption_justify="left")
+    cols = ("run", "status", "method", "r", *others, "trainable", "peak MiB", "tok/s", "loss",
+            "score")
     for col in cols:
-        table.add_column(col, justify="left" if col in ("status", "method") else "right")
+        table.add_column(col, justify="left" if col in ("status", "method", *others) else "right")
     estimated = False
     for r in rows:
-        mem = _mib(r["peak_memory_mb"])
+        mem = _num(r["peak_memory_mb"], "{:,.0f}")
         if r["memory_source"] == "pre-flight":
-            mem, estimated = f"≈ {mem}", True
+            mem, estimated = f"≈{mem}", True
         table.add_row(str(r["run_id"]), r["status"], str(r["method"] or "–"),
-                      str(r["lora_r"] or "–"), _params(r["trainable_params"]), mem,
-                      _num(r["tokens_per_s"], "{:,.0f}"), _num(r["final_loss"], "{:.4f}"),
-                      _num(r["score"], "{:.3f}"))
+                      str(r["lora_r"] or "–"), *(_value(r["point"].get(k)) for k in others),
+                      _params(r["trainable_params"]), mem, _num(r["tokens_per_s"], "{:,.0f}"),
+                      _num(r["final_loss"], "{:.4f}"), _num(r["score"], "{:.3f}"))
     console = Console(highlight=False)
     console.print(table)
     if estimated:
         console.print("≈: the pre-flight's estimate (the run has not recorded its peak yet)")
+    if any(r["memory_source"] == "run" and r.get("device") == "cpu" for r in rows):
+        console.print("peak MiB on CPU is the training process's peak RSS (libraries included)")
+
+
+def _value(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def _params(n: int | None) -> str:

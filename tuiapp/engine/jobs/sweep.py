@@ -208,7 +208,7 @@ def sweep_table(store: Any, sweep_id: int) -> list[dict[str, Any]]:
         est_mem = est.get("memory_bytes")
         loss = (summary.get("loss") or {}).get("last")
         rows.append({
-            "run_id": run.id, "status": run.status,
+            "run_id": run.id, "status": run.status, "device": est.get("device"),
             "point": est.get("point") or {k: cfg.get(k) for k, _ in sweep.grid},
             "method": method,
             "lora_r": cfg.get("lora_r") if method not in (None, "full") else None,
