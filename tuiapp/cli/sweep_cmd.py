@@ -176,15 +176,23 @@ def show(
     ctx: typer.Context,
     sweep_id: int = typer.Argument(..., help="The sweep's id (`tuneloop sweep list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    charts: str | None = typer.Option(None, "--charts", help="Also write the two figures as SVG "
+                                      "files into this folder (params vs rank, per method)."),
 ) -> None:
     """Per run: method, rank, trainable parameters, peak memory, tokens/s, final loss, score."""
     ws = open_ws(ctx)
     try:
-        ws.store.get_sweep(sweep_id)
+        sweep_row = ws.store.get_sweep(sweep_id)
     except LookupError:
         fail(f"no sweep with id {sweep_id} (see `tuneloop sweep list`)", code=1)
     _poll(ws)
     _show(ws.store, sweep_id, as_json)
+    if charts:
+        from tuiapp.engine.jobs.sweep import sweep_table
+        from tuiapp.engine.jobs.sweep_charts import write_charts
+
+        written = write_charts(sweep_table(ws.store, sweep_id), charts, f"sweep {sweep_row.id}")
+        typer.echo("charts: " + ", ".join(str(p) for p in written), err=as_json)
 
 
 @app.command("run")
