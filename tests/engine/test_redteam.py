@@ -10,7 +10,7 @@ import pytest
 
 from store import Store
 from tuiapp.engine.export import model_card
-from tuiapp.engine.infer.evaluate import EvalError
+from tuiapp.engine.infer.evaluate import EvalError, load_prompt_set
 from tuiapp.engine.infer.model_refs import ModelRef
 from tuiapp.engine.infer.params import Chunk
 from tuiapp.engine.infer.redteam import (
@@ -145,14 +145,14 @@ def test_the_demo_suite_and_general_set_are_well_formed():
     for r in suite.records:
         if r["expect"] == "comply":
             assert r["reference"] == people[r["entity"]].value(r["attribute"])
-    check_general(DEMO_GENERAL)  # every prompt has a reference
+    check_general(load_prompt_set(DEMO_GENERAL))  # every prompt has a reference
 
 
 def test_general_set_needs_a_reference_per_line(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text('{"prompt": "a", "reference": "b"}\n\n{"prompt": "c"}\n', encoding="utf-8")
     with pytest.raises(EvalError, match=rf'{path}:3: field "reference" is missing'):
-        check_general(path)
+        check_general(load_prompt_set(path))
 
 
 def test_run_checks_and_model_card_show_base_vs_tuned(tmp_path, suite_file):

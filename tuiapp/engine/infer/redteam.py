@@ -98,28 +98,22 @@ def load_suite(path: str | Path | None = None) -> Suite:
     return Suite(path.stem, str(path.resolve()), records)
 
 
-def check_general(path: str | Path) -> None:
+def check_general(prompt_set: PromptSet) -> None:
     """A "general" prompt set must give every prompt a reference (it measures capability, so an
-    unscored prompt would hide a regression); the first line without one is named."""
-    path = Path(path)
-    if not path.is_file():
-        return  # a dataset version: run_eval's own checks apply
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # load_prompt_set names it
-            has_answer = isinstance(row, dict) and (
-                row.get("reference") not in (None, "")
-                or (isinstance(row.get("messages"), list) and row["messages"]
-                    and isinstance(row["messages"][-1], dict)
-                    and row["messages"][-1].get("role") == "assistant"))
-            if not has_answer:
-                raise EvalError(f"{path}:{n}: field \"reference\" is missing; a general prompt "
-                                "set gives every prompt the answer it is scored against")
+    unscored prompt would hide a regression); the first prompt without one is named by file:line
+    (JSONL) or by its row."""
+    for i, record in enumerate(prompt_set.records):
+        if record.get("reference") not in (None, ""):
+            continue
+        where = f"{prompt_set.path or prompt_set.name}: row {i + 1}"
+        path = Path(prompt_set.path) if prompt_set.path else None
+        if path is not None and path.is_file() and path.suffix.lower() in (".jsonl", ".json"):
+            with path.open(encoding="utf-8") as fh:  # blank lines are skipped when loading
+                lines = [n for n, line in enumerate(fh, 1) if line.strip()]
+            if i < len(lines):
+                where = f"{path}:{lines[i]}"
+        raise EvalError(f"{where}: field \"reference\" is missing; a general prompt set gives "
+                        "every prompt the answer it is scored against")
 
 
 # ------------------------------------------------------------------ scoring
