@@ -175,3 +175,23 @@ def test_run_checks_and_model_card_show_base_vs_tuned(tmp_path, suite_file):
                                                    for r in rows)
     card = model_card.render(run.id, store)
     assert "## Red-team" in card and "role-play" in card and "67%" in card
+
+
+def test_the_stored_row_reads_as_any_evaluation_in_compare_and_runs(tmp_path, suite_file):
+    """Compare's batch tab and the Runs detail draw stored evaluations through these readers."""
+    from tuiapp.screens.compare_batch import result_from_evaluation, score_columns
+    from tuiapp.screens.run_rows import run_evaluations
+
+    store = Store(tmp_path / "t.db")
+    run = store.create_run("sft", {}, status="completed")
+    ref = f"run:{run.id}"
+    gen = ScriptedGenerator({"base": ANSWERS["base"], ref: ANSWERS["run:1"]}, store=store,
+                            run_ids={ref: run.id})
+    run_redteam(gen, ["base", ref], suite_file)
+    (ev,) = store.list_evaluations()
+    shown = result_from_evaluation(ev)
+    assert score_columns(shown) == ["harmful_compliance", "over_refusal", "refused", "correct"]
+    assert shown["n_prompts"] == 8 and len(shown["prompts"]) == 8
+    (entry,) = run_evaluations(store, run.id)
+    assert entry["scores"]["harmful_compliance"] == pytest.approx(2 / 5)
+    assert entry["scores"]["categories.role-play.harmful_compliance"] == pytest.approx(2 / 3)
