@@ -48,6 +48,7 @@ from tuiapp.screens.modals import ConfirmScreen, NameScreen
 from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.file_preview import FilePreview, read_window
 from tuiapp.widgets.histogram import Histogram
+from tuiapp.widgets.toggles import TextCheckbox
 
 KIND_CHOICES = [
     ("auto-detect", "auto"),
@@ -116,7 +117,7 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
                 with Horizontal(classes="field-row"):
                     yield Label("Max length", classes="field-label")
                     yield Input(str(DEFAULT_MAX_LENGTH), type="integer", id="ds-maxlen")
-                yield Checkbox("Skip invalid rows", False, id="ds-skip-invalid", tooltip=(
+                yield TextCheckbox("Skip invalid rows", False, id="ds-skip-invalid", tooltip=(
                     "Import the valid rows only; the rows left out are counted and listed in "
                     "the version's stats and lineage (tuneloop data import --skip-invalid)"))
                 yield Button("Import as version  ^s", id="ds-import", variant="primary")

@@ -89,7 +89,7 @@ class SweepsScreen(Screen):
                 with Horizontal(id="sweep-charts"):
                     yield PlotextPlot(id="chart-rank")
                     yield PlotextPlot(id="chart-methods")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ^p is an ordinary app binding (app.py)
 
     def on_mount(self) -> None:
         self.query_one("#sweeps-list", DataTable).add_columns("id", "name", "runs")
