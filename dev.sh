@@ -32,6 +32,19 @@ setup() {
             $pip install -q -e ".[dev]"
         touch "$stamp"
     fi
+    # llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
+    # (one pip download, unpacked into ~/.cache/tuneloop). Offline it is only a warning: exports
+    # then use tuneloop's own writer, and the next set-up tries again.
+    local conv="$VENV/.tuneloop-converter"
+    if [ ! -f "$conv" ] || [ "$stamp" -nt "$conv" ]; then
+        echo "» setting up llama.cpp's GGUF converter"
+        if "$VENV/bin/tuneloop" export setup-converter; then
+            touch "$conv"
+        else
+            echo "warning: llama.cpp's converter is not set up (offline?); GGUF exports use" \
+                 "tuneloop's own writer until \`tuneloop export setup-converter\` succeeds." >&2
+        fi
+    fi
 }
 
 cmd=${1:-run}

@@ -79,6 +79,7 @@ def _area_bindings() -> list[Binding]:
             title,
             id=f"area.{mode}",
             group=AREA_GROUP,
+            show=False,  # the area bar at the top shows these; the footer keeps its room
         )
         for mode, title, fkey, letter in AREA_KEYS
     ]
@@ -101,6 +102,7 @@ class TuiApp(App[None]):
     COMMANDS = App.COMMANDS | {TuneloopCommands}
     BINDINGS = [
         Binding("f1,question_mark", "app.help", "Help", id="app.help"),
+        Binding("ctrl+p", "app.command_palette", "Palette", id="app.command_palette"),
         *_area_bindings(),
         Binding("q", "app.quit", "Quit", id="app.quit"),
         Binding("ctrl+q", "app.quit", "Quit", show=False, priority=True, id="app.quit_anywhere"),
@@ -117,6 +119,8 @@ class TuiApp(App[None]):
         self.run_progress: dict[int, dict] = {}
         self._poll_error: str | None = None
         self.farewell: str | None = None
+        # (kind, dataset version id) for Train to pick when it is next shown (TrainScreen.request)
+        self.train_request: tuple[str, str] | None = None
 
     # ---- training runs: ONE poll worker at a time for the whole app ----------------------------
 

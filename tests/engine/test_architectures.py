@@ -29,18 +29,15 @@ from tuiapp.engine.context import JobContext  # noqa: E402
 from tuiapp.engine.events import ListSink  # noqa: E402
 from tuiapp.engine.export.job import run_export  # noqa: E402
 from tuiapp.engine.export.peft_fold import write_plain_adapter  # noqa: E402
-from tuiapp.engine.export.steps import ExportError  # noqa: E402
 from tuiapp.engine.infer.generate import GenerationParams, Generator  # noqa: E402
 from tuiapp.engine.train import dpo, sft  # noqa: E402
 from tuiapp.engine.train.config import DPOJobConfig, SFTJobConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-# Export through our own GGUF writer covers these today; the others go through llama.cpp's
-# reference converter, which export does not drive yet.
-OWN_WRITER = ("llama", "mistral", "qwen2", "smollm2")
-NEEDS_CONVERTER = ("qwen3", "gemma2", "gemma3", "phi3")
-ARCHS = OWN_WRITER + NEEDS_CONVERTER
+# The first four the own GGUF writer also knows; every one is exported by llama.cpp's reference
+# converter where set-up unpacked it (export/writers.py picks the writer).
+ARCHS = ("llama", "mistral", "qwen2", "smollm2", "qwen3", "gemma2", "gemma3", "phi3")
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -282,13 +279,7 @@ def test_qlora_sft_trains_on_a_4bit_base(arch, world, tmp_path):
     assert lora_b_norm(Path(result["final_dir"])) > 0
 
 
-def _export_params():
-    reason = "export via reference converter: wt-gguf"
-    return [pytest.param(a, marks=pytest.mark.xfail(strict=True, raises=ExportError, reason=reason))
-            if a in NEEDS_CONVERTER else a for a in ARCHS]
-
-
-@pytest.mark.parametrize("arch", _export_params())
+@pytest.mark.parametrize("arch", ARCHS)
 def test_export_f16_of_the_dpo_run_passes_parity(arch, world, tmp_path):
     got = world.get(arch)
     result = run_export(str(got["dpo"]["final_dir"]), got["store"], got["home"], quants="f16",

@@ -122,14 +122,20 @@ class FakeEngine:
         self.calls.append(("render_examples", n))
         return self.examples[:n]
 
-    def import_dataset(self, store, path, name, kind=None):
-        self.calls.append(("import_dataset", (Path(path).name, name, kind)))
+    def import_dataset(self, store, path, name, kind=None, skip_invalid=False):
+        args = (Path(path).name, name, kind) + (("skip_invalid",) if skip_invalid else ())
+        self.calls.append(("import_dataset", args))
         report = self._report(path)
-        if not report.ok:
+        if not report.ok and not skip_invalid:
             raise ValueError(f"{Path(path).name} has {len(report.errors)} error(s); not imported")
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        rows, stats = report.rows, None
+        if not report.ok:  # like the facade: the valid rows only, the rest counted in the stats
+            rows = len(report.records)
+            stats = {"skipped": {"count": report.rows - rows,
+                                 "lines": sorted({p.line for p in report.errors})}}
         return store.add_dataset_version(
-            name, str(path), digest, report.format, report.kind, report.rows, source="import"
+            name, str(path), digest, report.format, report.kind, rows, stats=stats, source="import"
         )
 
     def list_workspace_files(self, home):

@@ -11,7 +11,14 @@ import pytest
 from textual.widgets import DataTable, Input, TextArea
 
 from tuiapp.screens.compare import CompareScreen
-from tuiapp.screens.compare_blind import blind_sides, to_candidate_order
+from tuiapp.screens.compare_blind import (
+    BLIND_TEMPERATURE,
+    blind_params,
+    blind_seed,
+    plain_name,
+    sides_from_seed,
+    to_candidate_order,
+)
 from tuiapp.widgets.model_picker import ModelPicker
 from tuiapp.widgets.output_pane import OutputPane
 
@@ -209,19 +216,32 @@ async def test_stored_evaluation_opens_in_the_tables(make_app, store):
         assert screen.query_one("#batch-pane-1", OutputPane).text == "Answer: x."
 
 
-def test_blind_sides_are_seeded_and_choices_map_back():
-    assert blind_sides("q", None, 0) == blind_sides("q", None, 0)
-    assert {blind_sides(f"q{i}", None, 0) for i in range(20)} == {True, False}
+def test_blind_rounds_are_seeded_sampled_and_choices_map_back():
+    seed = blind_seed("q", None, 0, 1)
+    assert seed == blind_seed("q", None, 0, 1)
+    assert seed != blind_seed("q", None, 0, 2), "a second round on one prompt samples anew"
+    assert {sides_from_seed(blind_seed(f"q{i}", None, 0, 1)) for i in range(20)} == {True, False}
+    assert blind_params({"temperature": 0.0, "seed": 0, "max_new_tokens": 5}, 7) == {
+        "temperature": BLIND_TEMPERATURE, "seed": 7, "max_new_tokens": 5}
+    assert blind_params({"temperature": 0.3, "seed": 0}, 7)["temperature"] == 0.3
+    assert plain_name("run:2", "run 2 demo-dpo (dpo)") == "run 2 (DPO)"
+    assert plain_name("base", "base (demo base model)") == "base"
+    assert plain_name("model:1", "tiny (hf, model 1)") == "tiny (hf, model 1)"
     assert to_candidate_order("a", swapped=True) == "b"
     assert to_candidate_order("b", swapped=False) == "b"
     assert to_candidate_order("tie", swapped=True) == "tie"
 
 
+BLIND_CHOICES = [("base (demo base model)", "base"), ("run 1 demo-sft (sft)", "run:1")]
+
+
 @pytest.mark.parametrize("swapped", [True, False])
-async def test_blind_round_hides_records_and_reveals(make_app, store, swapped):
+async def test_blind_round_shows_the_prompt_samples_afresh_records_and_reveals(make_app, store,
+                                                                               swapped):
     prompt = next(f"Which town is entity {i} from?" for i in range(50)
-                  if blind_sides(f"Which town is entity {i} from?", None, 0) == swapped)
-    engine = compare_engine()
+                  if sides_from_seed(blind_seed(f"Which town is entity {i} from?", None, 0, 1))
+                  == swapped)
+    engine = compare_engine(choices=BLIND_CHOICES)
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_compare(pilot, app)
@@ -229,6 +249,13 @@ async def test_blind_round_hides_records_and_reveals(make_app, store, swapped):
         screen.set_prompt(prompt)
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: screen.blind_ready())
+        assert prompt in text_of(screen.query_one("#blind-prompt"))
+        # fresh samples: both sides sampled (temperature > 0) with the round's own seed
+        round_seed = blind_seed(prompt, None, 0, 1)
+        sampled = [params for ref, p, params, _ in engine.streams if p == prompt]
+        assert len(sampled) == 2
+        assert all(p["temperature"] == BLIND_TEMPERATURE and p["seed"] == round_seed
+                   for p in sampled)
         a, b = (screen.query_one(f"#blind-{s}", OutputPane) for s in "ab")
         titles = text_of(a.query_one(".pane-title")) + text_of(b.query_one(".pane-title"))
         assert "base" not in titles and "run" not in titles
@@ -238,17 +265,25 @@ async def test_blind_round_hides_records_and_reveals(make_app, store, swapped):
         await wait_until(pilot, lambda: screen.blind and screen.blind["recorded"] is not None)
         (label,) = store.live_labels()
         assert label.choice == ("b" if swapped else "a") and label.swapped is swapped
-        task = store.list_label_tasks()[0] if hasattr(store, "list_label_tasks") else None
-        if task is not None:
-            assert [c["model_ref"] for c in task.candidates] == ["base", "run:1"]
-            assert all(c["generation_id"] for c in task.candidates)
-            assert task.source == "blind" and task.task_set == "blind"
-        assert ("run 1 sft" if swapped else "base model") in text_of(a.query_one(".pane-title"))
+        (task,) = store.list_label_tasks()
+        assert [c["model_ref"] for c in task.candidates] == ["base", "run:1"]
+        assert all(c["generation_id"] for c in task.candidates)
+        assert task.source == "blind" and task.task_set == "blind"
+        # the sides can be worked out again from what the task keeps
+        assert task.meta["blind_seed"] == round_seed
+        assert sides_from_seed(task.meta["blind_seed"]) is label.swapped
+        assert task.meta["sampling"]["temperature"] == BLIND_TEMPERATURE
+        names = ("run 1 (SFT)", "base") if swapped else ("base", "run 1 (SFT)")
+        assert f"A was {names[0]}" in text_of(a.query_one(".pane-title"))
         status = text_of(screen.query_one("#blind-status"))
-        assert "You preferred A" in status
+        assert f"A was {names[0]}, B was {names[1]}." in status
+        assert f"You preferred A ({names[0]})" in status
         await pilot.press("2")  # a recorded round takes no second label
         await pilot.pause()
         assert len(store.live_labels()) == 1
+        await pilot.press("ctrl+o")  # the next round on the same prompt draws a new seed
+        await wait_until(pilot, lambda: screen.blind_ready())
+        assert engine.streams[-1][2]["seed"] == blind_seed(prompt, None, 0, 2) != round_seed
 
 
 async def test_empty_workspace_says_how_to_get_a_model(make_app, store):

@@ -1,6 +1,9 @@
-"""``tuneloop export REF``: a run or model folder to GGUF files, checked for parity and recorded.
+"""``tuneloop export REF``: a run or model folder to GGUF files, checked for parity and recorded;
+``tuneloop export setup-converter``: unpack llama.cpp's reference converter into the cache.
 
-Mounted as a single command: ``app.command("export")(export_cmd.export)`` in ``__main__``.
+Mounted as a group (``app.add_typer(export_cmd.app, name="export")``) whose first word is REF
+unless it names a sub-command, so ``tuneloop export 7 --quant f16`` keeps working; ``export``
+stays a plain function for callers that mount it alone.
 Exit codes: 0 every file passed its parity check, 1 a parity failure or a failed step,
 2 bad arguments (unknown output type, a REF that leads nowhere).
 """
@@ -12,10 +15,27 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from tuiapp.cli.common import fail, open_ws, print_json
 
-app = typer.Typer(help="Export a run or model folder to GGUF.", add_completion=False)
+DEFAULT = "gguf"  # the hidden sub-command a REF is routed to
+
+
+class _RefFirstGroup(TyperGroup):
+    """``export REF ...`` runs the export; only a sub-command's own name selects it."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [DEFAULT, *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_RefFirstGroup, add_completion=False, no_args_is_help=True,
+    help="Export a run or model folder to GGUF: `tuneloop export REF [--quant f16,q8_0] ...` "
+    "(see `tuneloop export REF --help`), or set up llama.cpp's reference converter once: "
+    "`tuneloop export setup-converter`.")
 
 
 def _size(n: int | None) -> str:
@@ -47,6 +67,7 @@ def _print_plan(console: Console, plan: dict) -> None:
     what = f"run {src.run_id}" if src.run_id is not None else str(src.model_dir or src.adapter_dir)
     how = f"merge {src.adapter_dir} into {src.base_dir}" if src.adapter_dir else "no merge (full model)"
     console.print(f"Exporting {what}: {how}")
+    console.print(f"GGUF writer: {plan['writer'].name}", highlight=False)
     table = Table("type", "predicted size", title="Predicted sizes", title_justify="left")
     for q, n in plan["predicted"].items():
         table.add_row(q, _size(n))
@@ -66,7 +87,7 @@ def _print_result(console: Console, result: dict) -> None:
         for reason in f["reasons"]:
             console.print(f"[red]{f['quant']} failed parity:[/] {reason}", markup=True,
                           highlight=False)
-    console.print(f"Files in {result['out_dir']}")
+    console.print(f"Written by {result['writer']}; files in {result['out_dir']}", highlight=False)
     if result["modelfile"]:
         console.print(f"Ollama Modelfile: {result['modelfile']}")
     if result["card"]:
@@ -153,4 +174,30 @@ def export(
         raise typer.Exit(1)
 
 
-app.command("export")(export)
+app.command(DEFAULT, hidden=True)(export)
+
+
+@app.command("setup-converter")
+def setup_converter(
+    sdist: Path | None = typer.Option(None, "--sdist", help="A llama-cpp-python .tar.gz sdist of "
+                                      "the installed version (default: pip downloads it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print where it went as JSON."),
+) -> None:
+    """Unpack llama.cpp's HF -> GGUF converter (convert_hf_to_gguf.py) from the llama-cpp-python
+    sdist into the cache, so exports are written by the converter matching the compiled
+    llama.cpp. Without it tuneloop's own writer is used (Llama, Mistral, Qwen2 only)."""
+    from tuiapp.engine.export import reference
+
+    try:
+        root = reference.setup_converter(sdist=sdist)
+        names = sorted(reference.supported_architectures(root))
+    except reference.ConverterError as exc:
+        fail(str(exc), code=1)
+    version = reference.converter_version(root)
+    if as_json:
+        print_json({"path": str(root), "version": version, "architectures": names})
+        return
+    examples = ", ".join(n for n in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM",
+                                     "Phi3ForCausalLM") if n in names) or ", ".join(names[:4])
+    typer.echo(f"llama.cpp converter (llama-cpp-python {version or '?'}) in {root}")
+    typer.echo(f"it converts {len(names)} architectures, e.g. {examples}")

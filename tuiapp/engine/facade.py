@@ -127,7 +127,8 @@ class Engine:
         target, digest = path, None
         if skipped is not None:
             stats["skipped"] = skipped
-            home = Path(store.path).parent if not getattr(store, "memory", False) else None
+            in_memory = getattr(store, "memory", False) or str(getattr(store, "path", ":memory:")) == ":memory:"
+            home = None if in_memory else Path(store.path).parent
             folder = (home / "datasets") if home else Path(tempfile.gettempdir()) / "tuneloop-valid"
             target, digest = data.write_valid_rows(report, folder)
         return store.add_dataset_version(

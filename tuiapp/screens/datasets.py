@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (
     Button,
+    Checkbox,
     DataTable,
     Input,
     Label,
@@ -31,6 +32,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from tuiapp.engine.data.read import FILE_TYPES
 from tuiapp.messages import (
     DatasetImported,
     ExamplesReady,
@@ -43,6 +45,7 @@ from tuiapp.messages import (
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.dataset_stats import histogram_bins, stats_table
 from tuiapp.screens.modals import ConfirmScreen, NameScreen
+from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.file_preview import FilePreview, read_window
 from tuiapp.widgets.histogram import Histogram
 
@@ -54,11 +57,19 @@ KIND_CHOICES = [
     ("text", "text"),
 ]
 DEFAULT_MAX_LENGTH = 1024
+# Every file type the readers take, for the sentence a missing path gets.
+ACCEPTED = ", ".join(FILE_TYPES)
 
 
 def _has_lines(path: Path) -> bool:
     """Whether a preview can show lines of `path` (not a folder, not a binary columnar file)."""
     return Path(path).is_file() and Path(path).suffix.lower() not in (".parquet", ".pq")
+
+
+def _skippable(report: Any) -> bool:
+    """Whether leaving invalid rows out gives a dataset (engine.data.skippable, read off the
+    report so the screen needs no engine import): no fatal read error and some usable rows."""
+    return report is not None and not getattr(report, "fatal", False) and bool(report.records)
 
 
 def _readable(exc: BaseException) -> str:
@@ -67,15 +78,18 @@ def _readable(exc: BaseException) -> str:
     return message or type(exc).__name__
 
 
-class DatasetsScreen(AreaScreen):
+class DatasetsScreen(TabKeysMixin, AreaScreen):
     AREA = "datasets"
     AREA_TITLE = "Datasets"
     BINDINGS = [
         Binding("ctrl+s", "import_version", "Import as version", id="datasets.import"),
         Binding("ctrl+r", "revalidate", "Re-validate", id="datasets.revalidate"),
         Binding("ctrl+o", "focus_path", "Type a path", id="datasets.type_path"),
-        Binding("ctrl+f", "focus_files", "File list", id="datasets.files"),
+        Binding("ctrl+f", "focus_files", "File list", id="datasets.files", show=False),
+        *tab_bindings("datasets"),
     ]
+    TABS_ID = "ds-tabs"
+    TAB_IDS = ("tab-validation", "tab-stats", "tab-examples")
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,6 +116,9 @@ class DatasetsScreen(AreaScreen):
                 with Horizontal(classes="field-row"):
                     yield Label("Max length", classes="field-label")
                     yield Input(str(DEFAULT_MAX_LENGTH), type="integer", id="ds-maxlen")
+                yield Checkbox("Skip invalid rows", False, id="ds-skip-invalid", tooltip=(
+                    "Import the valid rows only; the rows left out are counted and listed in "
+                    "the version's stats and lineage (tuneloop data import --skip-invalid)"))
                 yield Button("Import as version  ^s", id="ds-import", variant="primary")
             with Vertical(id="ds-right"):
                 yield Static("Pick a dataset file on the left, or type a path.", id="ds-summary")
@@ -191,9 +208,21 @@ class DatasetsScreen(AreaScreen):
         if not path.is_absolute():
             path = Path(self.settings.home) / path if not path.exists() else path.resolve()
         if not path.exists():
-            self._fail(f"No file at {path}. Type a path to a .jsonl, .json or .txt file.")
+            self._clear_file()  # what was shown belongs to another file
+            self._fail(f"No file at {path}. Type a path to a {ACCEPTED} file, or a folder "
+                       "saved with datasets' save_to_disk.")
             return
         self.open_path(path)
+
+    def _clear_file(self) -> None:
+        self.current_path = None
+        self.report = self.stats = self.examples = None
+        self.query_one("#ds-problems", DataTable).clear()
+        self.query_one("#ds-no-problems").display = False
+        self.query_one("#ds-preview", FilePreview).note("Pick a problem to see its line here.")
+        self.query_one("#ds-stats", Static).update("No statistics yet.")
+        self.query_one("#ds-histogram", Histogram).set_bins([])
+        self.query_one("#ds-examples", Static).update("No examples yet.")
 
     # ---- validation -----------------------------------------------------------------------
 
@@ -247,6 +276,8 @@ class DatasetsScreen(AreaScreen):
                 key=str(index),
             )
         table.display = bool(report.problems)
+        if report.errors:  # the errors are what to look at, whichever tab was open
+            self.query_one("#ds-tabs", TabbedContent).active = "tab-validation"
         no_problems = self.query_one("#ds-no-problems", Static)
         no_problems.display = not report.problems
         no_problems.update(
@@ -290,8 +321,14 @@ class DatasetsScreen(AreaScreen):
         version_id = self.imported.get(self.current_path.resolve())
         if version_id:
             text.append(f"\n✓ imported as dataset version #{version_id}", style="green")
+        elif errors and self._skipping():
+            left = len(getattr(report, "skipped_lines", None) or []) or errors
+            text.append(f"\nReady to import the valid rows: ^s ({left} invalid row(s) left out, "
+                        "listed in the version's stats)", style="yellow")
         elif errors:
-            text.append("\nFix the errors before importing (the table says where).", style="red")
+            text.append("\nFix the errors before importing (the table says where)"
+                        + ("; or tick Skip invalid rows to leave those rows out."
+                           if _skippable(report) else "."), style="red")
         else:
             text.append("\nReady to import: ^s", style="green")
         self.query_one("#ds-summary", Static).update(text)
@@ -395,11 +432,14 @@ class DatasetsScreen(AreaScreen):
         if self.report is None:
             self.notify("Still validating; import when the report is shown.", severity="warning")
             return
-        if self.report.errors:
+        skip = bool(self.report.errors) and self._skipping()
+        if self.report.errors and not skip:
             first = self.report.errors[0]
+            hint = (" (or tick Skip invalid rows to leave those rows out)"
+                    if _skippable(self.report) else "")
             self._fail(
                 f"{self.current_path.name} has {len(self.report.errors)} error(s); fix them "
-                f"before importing. First: {first}",
+                f"before importing{hint}. First: {first}",
                 replace_summary=False,
             )
             return
@@ -407,7 +447,7 @@ class DatasetsScreen(AreaScreen):
 
         def chosen(name: str | None) -> None:
             if name:
-                self.import_version(path, name, kind)
+                self.import_version(path, name, kind, skip)
 
         def ask_name(go_on: bool = True) -> None:
             if go_on:
@@ -439,10 +479,21 @@ class DatasetsScreen(AreaScreen):
         demo_dir = path.resolve().parent
         return f"demo/{path.stem}" if demo_dir.name == "demo" else path.stem
 
+    def _skipping(self) -> bool:
+        """Skip invalid rows is ticked and leaving rows out gives a dataset (no broken file, some rows)."""
+        return self.query_one("#ds-skip-invalid", Checkbox).value and _skippable(self.report)
+
+    @on(Checkbox.Changed, "#ds-skip-invalid")
+    def _skip_changed(self) -> None:
+        if self.report is not None and self.current_path is not None:
+            self._update_summary()
+
     @work(thread=True, exclusive=True, group="ds-import", exit_on_error=False)
-    def import_version(self, path: Path, name: str, kind: str | None) -> None:
+    def import_version(self, path: Path, name: str, kind: str | None,
+                       skip_invalid: bool = False) -> None:
         try:
-            version = self.engine.import_dataset(self.store, path, name, kind=kind)
+            version = self.engine.import_dataset(self.store, path, name, kind=kind,
+                                                 skip_invalid=skip_invalid)
         except Exception as exc:
             self.post_message(WorkFailed("import", _readable(exc), path))
             return
@@ -452,7 +503,9 @@ class DatasetsScreen(AreaScreen):
         version = message.version
         self.last_version = version
         self.imported[Path(message.path).resolve()] = version.id
-        self.notify(f"{version.name} is dataset version #{version.id} ({version.rows} rows).")
+        left = ((getattr(version, "stats", None) or {}).get("skipped") or {}).get("count")
+        out = f", {left} invalid row(s) left out" if left else ""
+        self.notify(f"{version.name} is dataset version #{version.id} ({version.rows} rows{out}).")
         if message.path == self.current_path and self.report is not None:
             self._update_summary()
         self.refresh_files()

@@ -51,6 +51,7 @@ from tuiapp.screens.export_panels import (
     result_cells,
     sizes_table,
 )
+from tuiapp.widgets.toggles import TextCheckbox, TextSelectionList
 
 
 def _readable(exc: BaseException) -> str:
@@ -117,12 +118,12 @@ class ExportScreen(AreaScreen):
                     yield Input(placeholder="model / adapter folder (overrides)", compact=True,
                                 id="export-folder")
                 yield Static("Output types  (space toggles)", classes="section-title")
-                yield SelectionList[str](
+                yield TextSelectionList[str](
                     *(Selection(f"{name:<7} {what}", name, name in DEFAULT_TYPES, id=name)
                       for name, what in OUTPUT_TYPES),
                     compact=True, id="export-types")
-                yield Checkbox("Ollama Modelfile", compact=True, id="export-ollama")
-                yield Checkbox("model card (README.md)", compact=True, id="export-card")
+                yield TextCheckbox("Ollama Modelfile", compact=True, id="export-ollama")
+                yield TextCheckbox("model card (README.md)", compact=True, id="export-card")
                 with Horizontal(classes="ex-row"):
                     yield Label("output to", classes="ex-label")
                     yield Input(placeholder="HOME/exports/<source>-<time>/", compact=True,

@@ -3,7 +3,8 @@
 A mixin for `LabelScreen` (key x, and so in the palette as "Label: Export as dataset"): the
 engine's export (labels.export through Engine.export_labels) runs in a thread worker — it hashes,
 writes and validates a file — and one `LabelsExported` message tells the screen the version's
-name, so the person can pick it on Train for a DPO or reward run.
+name. A dialog then offers the loop's next step: Train opened on a DPO or reward job with the new
+version picked (`TrainScreen.request`), or not now.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from typing import Any
 
 from rich.text import Text
 from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from tuiapp.screens.modals import MODAL_CSS
+from tuiapp.screens.train import TrainScreen
 
 
 class LabelsExported(Message):
@@ -22,6 +31,44 @@ class LabelsExported(Message):
     def __init__(self, version: Any = None, new: bool = True, error: str | None = None) -> None:
         super().__init__()
         self.version, self.new, self.error = version, new, error
+
+
+class TrainFromLabelsScreen(ModalScreen[str | None]):
+    """"Train DPO (d) / Train reward (r) / Not now": dismisses with the job kind or None."""
+
+    BINDINGS = [
+        Binding("d", "pick('dpo')", "Train DPO", id="train_from.dpo"),
+        Binding("r", "pick('reward')", "Train reward", id="train_from.reward"),
+        Binding("escape,n", "pick('')", "Not now", id="train_from.not_now"),
+    ]
+    DEFAULT_CSS = MODAL_CSS.format(cls="TrainFromLabelsScreen")
+
+    def __init__(self, version: Any) -> None:
+        super().__init__()
+        self.version = version
+
+    def compose(self) -> ComposeResult:
+        v = self.version
+        with Vertical():
+            yield Static(f"Train from {v.name!r} (id {v.id}, {v.rows} preference pairs)?",
+                         classes="modal-title")
+            yield Static("DPO aligns a model on the pairs directly; a reward model learns to "
+                         "score answers (for PPO later). Train opens with the version picked.")
+            with Horizontal():
+                yield Button("Not now (n)", id="train-from-no")
+                yield Button("Train reward (r)", id="train-from-reward")
+                yield Button("Train DPO (d)", id="train-from-dpo", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#train-from-dpo", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_pick({"train-from-dpo": "dpo", "train-from-reward": "reward"}
+                         .get(event.button.id or "", ""))
+
+    def action_pick(self, kind: str) -> None:
+        self.dismiss(kind or None)
 
 
 class LabelExportMixin:
@@ -58,4 +105,11 @@ class LabelExportMixin:
         detail = (f"{stats.get('both_bad', 0)} both bad, {stats.get('edited', 0)} rewrites; "
                   "ties and skips left out. Pick it on Train for a DPO or reward run.")
         self._status(Text.assemble((f"✓ {said}", "bold green"), f"\n{detail}"))
-        self.notify(f"{said}. Pick it on Train for DPO or reward.", timeout=10)
+        self.offer_training(v)
+
+    def offer_training(self, version: Any) -> None:
+        def picked(kind: str | None) -> None:
+            if kind:
+                TrainScreen.request(self.app, kind, version.id)
+
+        self.app.push_screen(TrainFromLabelsScreen(version), picked)

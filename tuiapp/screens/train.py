@@ -68,16 +68,19 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     BINDINGS = [
         Binding("ctrl+t", "preflight", "Pre-flight", id="train.preflight"),
         Binding("ctrl+s", "start", "Start", id="train.start"),
-        Binding("ctrl+l", "queue", "Queue (start later)", id="train.queue"),
+        Binding("ctrl+l", "queue", "Queue", id="train.queue"),
         Binding("ctrl+b", "cancel_run", "Cancel run", id="train.cancel"),
         Binding("ctrl+n", "resume_run", "Resume run", id="train.resume"),
-        Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh"),
-        Binding("alt+left", "older_samples", "Older samples", id="train.older_samples"),
-        Binding("alt+right", "newer_samples", "Newer samples", id="train.newer_samples"),
+        Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh", show=False),
+        # the footer keeps room for the job keys; help, palette and the monitor list these
+        Binding("alt+left", "older_samples", "Older samples", id="train.older_samples",
+                show=False),
+        Binding("alt+right", "newer_samples", "Newer samples", id="train.newer_samples",
+                show=False),
     ]
     DEFAULT_CSS = """
     #train-body { height: 1fr; }
-    #train-left { width: 64; padding: 0 1; border-right: vkey $panel; }
+    #train-left { width: 46%; min-width: 44; max-width: 64; padding: 0 1; border-right: vkey $panel; }
     #train-left .section-title { margin-top: 0; }
     .tr-row { height: 1; }
     .tr-label { width: 12; color: $text-muted; }
@@ -87,11 +90,11 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     #train-form { height: 1fr; border-top: hkey $panel; }
     #train-field-help { height: 2; color: $text-muted; }
     #train-buttons { height: 1; }
-    #train-buttons Button { margin-right: 2; }
+    #train-buttons Button { margin-right: 1; }
     #train-right { width: 1fr; padding: 0 1; }
     #train-right .section-title { margin-top: 0; }
     #train-preflight-box { height: auto; max-height: 9; }
-    #train-queue { height: 6; }
+    #train-queue { height: 6; max-height: 20%; }
     #train-monitor { border-top: hkey $panel; }
     """
 
@@ -113,6 +116,18 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
         self.preset_kind: str | None = None  # the kind whose default preset was applied
         self._model_options: list[tuple[str, str]] = [("demo", "demo")]
         self._dataset_options: list[tuple[str, str]] = []
+        # A dataset version id asked for by another screen (`request`): picked once the lists
+        # load, and it wins over the dataset the kind's default preset names.
+        self.requested_dataset: str | None = None
+        self._preset_pending = False  # a default preset was picked; its Changed is on the way
+
+    @staticmethod
+    def request(app: Any, kind: str, version_id: Any) -> None:
+        """Open Train with `kind` and dataset version `version_id` picked (the Label screen's
+        "train from these labels"). The request waits on the app until Train is mounted and
+        shown, so it works whether or not Train was opened before."""
+        app.train_request = (kind, str(version_id))
+        app.action_area("train")
 
     # ---- layout -------------------------------------------------------------------------
 
@@ -164,19 +179,36 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
         self.query_one("#train-queue", DataTable).add_columns(*QUEUE_COLUMNS)
         self.query_one("#train-job-error").display = False
         await self._build_form("sft")
-        self.load_choices("sft")
+        if not await self.take_request():
+            self.load_choices("sft")
         self.load_queue()
 
-    def on_screen_resume(self) -> None:
+    async def on_screen_resume(self) -> None:
         if not self.is_mounted:
             return
         # versions (a labels export), runs and models may have appeared while away: the lists
         # reload, keeping the user's choices and edits
-        self.load_choices(self.kind)
+        if not await self.take_request():
+            self.load_choices(self.kind)
         self.load_queue()
         watched = self.monitor.run_id
         if watched is not None and watched in self.app_progress:
             self.monitor.show_progress(self.app_progress[watched])
+
+    async def take_request(self) -> bool:
+        """Apply a pending `request` (kind, dataset version); False when there is none."""
+        request = getattr(self.app, "train_request", None)
+        if request is None:
+            return False
+        self.app.train_request = None
+        kind, self.requested_dataset = request
+        if kind != self.kind:
+            with self.prevent(Select.Changed):
+                self.query_one("#train-kind", Select).value = kind
+            await self._switch_kind(kind)
+        else:
+            self.load_choices(kind)
+        return True
 
     @property
     def form(self) -> ConfigForm:
@@ -264,8 +296,13 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     async def _kind_changed(self, event: Select.Changed) -> None:
         event.stop()
         kind = str(event.value)
-        if kind == self.kind:
+        # a stale event (the Select's first value, posted after a request changed it) is no pick
+        if kind == self.kind or event.select.value != event.value:
             return
+        self.requested_dataset = None  # a pick by hand ends what another screen asked for
+        await self._switch_kind(kind)
+
+    async def _switch_kind(self, kind: str) -> None:
         self.preflight_report = self.preflight_key = None
         self._show_preflight()
         await self._build_form(kind)
@@ -274,6 +311,7 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     @on(Select.Changed, "#train-preset")
     def _preset_changed(self, event: Select.Changed) -> None:
         event.stop()
+        self._preset_pending = False
         if event.value is Select.NULL:
             return
         path = self.presets.get(str(event.value))
@@ -289,6 +327,8 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     def apply_values(self, values: dict[str, Any]) -> None:
         """Fill the pickers and the form from a config dict (a preset)."""
         model, dataset = str(values.get("base_model", "")), str(values.get("dataset", ""))
+        if self.requested_dataset is not None:  # asked for by another screen: it wins once
+            dataset, self.requested_dataset = self.requested_dataset, None
         picker = self.query_one("#train-model", Select)
         options = self._model_options
         if model and model not in [v for _, v in options]:
@@ -369,7 +409,9 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
             values = [v for _, v in models]
             model_select.value = keep_model if keep_model in values else values[0]
             dataset_select.set_options(self._dataset_options)
-            if keep_dataset in [v for _, v in self._dataset_options]:
+            if self.requested_dataset in [v for _, v in self._dataset_options]:
+                dataset_select.value = self.requested_dataset
+            elif keep_dataset in [v for _, v in self._dataset_options]:
                 dataset_select.value = keep_dataset
             elif self._dataset_options:
                 dataset_select.value = self._dataset_options[0][1]
@@ -383,7 +425,12 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
             self.preset_kind = self.kind
             default = DEFAULT_PRESETS.get(self.kind)
             if default in self.presets:
-                preset_select.value = default
+                preset_select.value = default  # apply_values uses the requested dataset
+                self._preset_pending = True
+                self.revalidate()
+                return
+        if not self._preset_pending:  # else the preset, when it lands, takes the request
+            self.requested_dataset = None
         self.revalidate()
 
     # ---- pre-flight -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A form generated from a job config's field metadata (`engine.config_fields(kind)`).
 
-One row per field, grouped by the field's `group`: a Switch for a bool, a Select for a field with
+One row per field, grouped by the field's `group`: a Switch reading on/off for a bool, a Select for a field with
 choices, an Input for everything else (numbers and strings typed as text, lists as comma- or
 `|`-separated text, so prompts with commas still fit). The form does not judge values itself:
 it posts `ConfigForm.Changed`, the screen asks the engine to build the config, and shows the
@@ -16,6 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
+
+from tuiapp.widgets.toggles import TextSwitch
 
 
 def list_to_text(items: list[str]) -> str:
@@ -39,7 +41,7 @@ class ConfigForm(VerticalScroll):
     ConfigForm .cf-row { height: 1; }
     ConfigForm .cf-label { width: 24; color: $text-muted; }
     ConfigForm .cf-row Input, ConfigForm .cf-row Select { width: 1fr; }
-    ConfigForm .cf-row Switch { width: auto; height: 1; border: none; padding: 0; }
+    ConfigForm .cf-row Switch { width: 5; height: 1; border: none; padding: 0; }
     ConfigForm .cf-row Switch:focus { border: none; background: $block-cursor-background; }
     ConfigForm .cf-error { color: $error; height: auto; padding-left: 24; }
     ConfigForm .-invalid { background: $error 25%; }
@@ -69,6 +71,7 @@ class ConfigForm(VerticalScroll):
         self.by_name = {f["name"]: f for f in self.fields}
         self.initial = {f["name"]: f["default"] for f in self.fields} | dict(values or {})
         self.errors: dict[str, str] = {}
+        self._shown: dict[str, str] = {}  # field -> the error row's text on screen
 
     def compose(self) -> ComposeResult:
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -85,7 +88,7 @@ class ConfigForm(VerticalScroll):
     def _control(self, f: dict[str, Any], value: Any):
         wid, tip = f"cf-{f['name']}", f.get("help") or None
         if f["type"] == "bool":
-            control = Switch(bool(value), id=wid)
+            control = TextSwitch(bool(value), id=wid)  # says on/off in words
         elif f.get("choices"):
             options = [(c, c) for c in f["choices"]]
             if value not in f["choices"]:
@@ -143,9 +146,18 @@ class ConfigForm(VerticalScroll):
         for name in self.by_name:
             box = self.query_one(f"#cf-{name}-error", Static)
             message = self.errors.get(name)
-            box.update(Text(f"✗ {message}") if message else "")
-            box.display = bool(message)
-            self.control(name).set_class(bool(message), "-invalid")
+            text = f"✗ {message}" if message else ""
+            # Only what changed is touched: every display flip re-lays out the form, and this
+            # runs on every keystroke while the person is typing
+            if self._shown.get(name, "") != text:
+                self._shown[name] = text
+                box.update(Text(text))
+                box.display = bool(message)
+                control = self.control(name)
+                control.set_class(bool(message), "-invalid")
+                if message and control.has_focus:
+                    # the row under the field being typed in: keep it in view, not cut off
+                    self.call_after_refresh(self.scroll_to_widget, box, animate=False)
 
     # ---- events -----------------------------------------------------------------------------
 

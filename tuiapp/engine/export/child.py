@@ -72,14 +72,16 @@ def export_sources(store: Any) -> list[dict[str, Any]]:
 
 
 def plan_sizes(ref: str, store: Any, quants: list[str]) -> dict[str, Any]:
-    """``plan_export`` in JSON-able words: source stem, predicted bytes per type and in total.
+    """``plan_export`` in JSON-able words: source stem, predicted bytes per type and in total,
+    the GGUF writer's name.
     Reads config.json and safetensors headers only (numpy, no torch)."""
     from tuiapp.engine.export.job import plan_export
 
     plan = plan_export(ref, store, quants)
     source = plan["source"]
     return {"stem": source.stem, "merge": source.adapter_dir is not None,
-            "predicted": plan["predicted"], "total": plan["total_predicted"]}
+            "predicted": plan["predicted"], "total": plan["total_predicted"],
+            "writer": plan["writer"].name}
 
 
 # ------------------------------------------------------------------ clean-up

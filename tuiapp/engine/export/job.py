@@ -1,9 +1,11 @@
 """The whole export of a run or a model folder: resolve → merge → GGUF → quantize → parity → store.
 
-``plan_export`` says what will be made and how big (``predict_size``) before anything is
-written; ``run_export`` makes it. Every file is checked against the Hugging Face model it came
-from (``parity.check``) and gets one export row with its sha256. A file that fails the check
-is kept for inspection but renamed ``<name>.failed.gguf`` (so nothing picks it up as a good
+``plan_export`` says what will be made, how big (``predict_size``) and by which writer
+(``writers.choose_writer``: llama.cpp's converter where set up, else tuneloop's own), refusing an
+architecture that writer cannot convert before anything is written; ``run_export`` makes it.
+Every file is checked against the Hugging Face model it came from (``parity.check``) and gets
+one export row with its sha256 (the parity record also names the writer). A file that fails the
+check is kept for inspection but renamed ``<name>.failed.gguf`` (so nothing picks it up as a good
 model by its name), stored with status ``failed`` and the reasons, and the export as a whole
 reports ``ok: False``. Files that pass are also registered as ``gguf`` models so the compare
 and generate screens can load them.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tuiapp.engine.export.gguf import GGUFExportError, write_gguf
+from tuiapp.engine.export.gguf import GGUFExportError
 from tuiapp.engine.export.steps import (
     QUANT_TYPES,
     ExportError,
@@ -29,6 +31,7 @@ from tuiapp.engine.export.steps import (
     predict_size,
     quantize,
 )
+from tuiapp.engine.export.writers import Writer, check_architecture, choose_writer, write_float
 from tuiapp.engine.infer.gguf_file import GGUFFileError
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -166,16 +169,32 @@ def resolve_source(ref: str | int, store: Any) -> ExportSource:
 # ------------------------------------------------------------------ plan
 
 
+def _check_mergeable(source: ExportSource) -> None:
+    """Prefix and prompt tuning add no weights (train/methods.py): refused before anything loads."""
+    from tuiapp.engine.train.methods import no_merge_reason
+
+    for folder in (*source.merge_dirs, source.adapter_dir):
+        reason = no_merge_reason(folder) if folder is not None else None
+        if reason:
+            raise ExportError(f"{reason}. A GGUF file holds the weights of one model; export a run of "
+                              "a method that merges (lora, qlora, dora, ia3, bitfit, full), or compare "
+                              "this one with its base in Compare.")
+
+
 def plan_export(ref: str | int, store: Any, quants: str | Iterable[str] = ("f16",)) -> dict:
     """What an export of ``ref`` will write and the predicted bytes of each file; writes nothing."""
     names = parse_quants(quants)
     source = resolve_source(ref, store)
+    _check_mergeable(source)
     try:
+        # the architecture first: refused here, before a merge loads anything
+        writer = choose_writer()
+        check_architecture(source.shape_dir, writer)
         predicted = {q: predict_size(source.shape_dir, q) for q in names}
     except GGUFExportError as exc:
         raise ExportError(str(exc)) from None
     return {"source": source, "quants": names, "predicted": predicted,
-            "total_predicted": sum(predicted.values())}
+            "total_predicted": sum(predicted.values()), "writer": writer}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -213,12 +232,13 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
     """Export ``ref`` (run id or folder) to GGUF files of each type in ``quants``.
 
     Returns a JSON-able dict: source, out_dir, merged_dir, predicted, files (quant, path,
-    size_bytes, predicted_bytes, sha256, status, reasons, figures, parity, export_id), modelfile,
-    card, notes, ok. Raises ExportError for bad input or a failed step; a failed parity check
-    is not raised but recorded (``ok`` False).
+    size_bytes, predicted_bytes, sha256, status, reasons, figures, parity, export_id, writer),
+    modelfile, card, notes, writer, ok. Raises ExportError for bad input or a failed step; a
+    failed parity check is not raised but recorded (``ok`` False).
     """
     plan = plan_export(ref, store, quants)
     source: ExportSource = plan["source"]
+    writer: Writer = plan["writer"]
     if source.model_id is None:  # a folder seen for the first time: remember it, for lineage
         folder = source.model_dir or source.adapter_dir
         kind = "adapter" if source.adapter_dir else "hf"
@@ -257,12 +277,12 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
         for q in floats:
             step(f"write {q}")
             paths[q] = out_dir / f"{source.stem}-{q}.gguf"
-            write_gguf(hf_dir, paths[q], q)
+            write_float(hf_dir, paths[q], q, writer)
         src_path = paths.get(src_type)
         if scratch:
             step("write f16 source")
             src_path = out_dir / f".{source.stem}-f16-source.gguf"
-            write_gguf(hf_dir, src_path, "f16")
+            write_float(hf_dir, src_path, "f16", writer)
         fallbacks: dict[str, list[str]] = {}
         for q in quantized:
             step(f"quantize {q}")
@@ -284,6 +304,7 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
             path = failed
         size, digest = path.stat().st_size, sha256_file(path)
         report["fallbacks"] = fallbacks.get(q, [])
+        report["writer"] = writer.name  # kept with the row: which program wrote the float file
         status = "ok" if report["ok"] else "failed"
         row = store.add_export(str(path), "gguf", quant=q, size_bytes=size, sha256=digest,
                                parity=report, run_id=source.run_id, model_id=source.model_id,
@@ -291,11 +312,11 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
         if status == "ok":
             store.add_model(path.stem, "gguf", str(path), base_model_id=source.model_id,
                             meta={"export_id": row.id, "quant": q, "sha256": digest,
-                                  "run_id": source.run_id})
+                                  "run_id": source.run_id, "writer": writer.name})
         files.append({"quant": q, "path": str(path), "size_bytes": size,
                       "predicted_bytes": plan["predicted"][q], "sha256": digest, "status": status,
                       "reasons": report["reasons"], "figures": _key_figures(report),
-                      "parity": report, "export_id": row.id})
+                      "parity": report, "export_id": row.id, "writer": writer.name})
 
     notes: list[str] = []
     modelfile_path = None
@@ -312,7 +333,7 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
     return {"ref": str(ref), "source": source.to_dict(), "out_dir": str(out_dir),
             "merged_dir": str(merged_dir) if merged_dir else None, "predicted": plan["predicted"],
             "files": files, "modelfile": modelfile_path, "card": card_path, "notes": notes,
-            "ok": all(f["status"] == "ok" for f in files)}
+            "writer": writer.name, "ok": all(f["status"] == "ok" for f in files)}
 
 
 def _write_modelfile(out_dir: Path, hf_dir: Path, files: list[dict], system: str | None):

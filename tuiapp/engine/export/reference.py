@@ -2,8 +2,11 @@
 
 The converter that matches the compiled llama.cpp ships in the llama-cpp-python sdist
 (``vendor/llama.cpp``). It is looked for in, in order: the env ``TUNELOOP_LLAMA_CPP_CONVERTER``
-(the ``llama.cpp`` folder, or its ``convert_hf_to_gguf.py``), then the unpacked sdist of the
-installed llama-cpp-python version in the user cache (``~/.cache/tuneloop/llama-cpp-python-<v>``).
+(the ``llama.cpp`` folder, or its ``convert_hf_to_gguf.py``), then the converter unpacked for the
+installed llama-cpp-python version in the user cache (``~/.cache/tuneloop/llama-cpp-python/<v>``).
+``setup_converter`` puts it there (``tuneloop export setup-converter``, run by ``./dev.sh setup``):
+from a local sdist, else one ``pip download`` fetches; ``unpack_converter`` takes only the
+converter's files out of it.
 
 What is read from it without running a conversion (plain text / ``ast``, no torch import):
 - the HF architecture names it converts (``TEXT_MODEL_MAP`` in ``conversion/__init__.py``);
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ENV = "TUNELOOP_LLAMA_CPP_CONVERTER"
 SCRIPT = "convert_hf_to_gguf.py"
+SOURCE_RECORD = "tuneloop-source.json"  # which sdist a cached converter came from
 
 
 class ConverterError(RuntimeError):
@@ -51,6 +55,11 @@ def cache_dir() -> Path:
     return Path(base) / "tuneloop"
 
 
+def converter_cache() -> Path:
+    """Where unpacked converters live, one folder per llama-cpp-python version."""
+    return cache_dir() / "llama-cpp-python"
+
+
 def _as_root(path: Path) -> Path | None:
     """The llama.cpp folder holding convert_hf_to_gguf.py, conversion/ and gguf-py/, or None."""
     if path.is_file() and path.name == SCRIPT:
@@ -69,41 +78,154 @@ def find_converter() -> Path | None:
         if root is None:
             raise ConverterError(f"{ENV}={env}: no {SCRIPT} with a gguf-py/ folder beside it there; "
                                  "point it at the llama.cpp folder of an unpacked llama-cpp-python "
-                                 "sdist (vendor/llama.cpp).")
+                                 "sdist (vendor/llama.cpp), or unset it and run "
+                                 "`tuneloop export setup-converter`.")
         return root
     ver = _installed_llama_cpp_version()
     if ver:
-        return _as_root(cache_dir() / f"llama_cpp_python-{ver}")
+        return _as_root(converter_cache() / ver)
     return None
 
 
-def setup_converter(dest: Path | None = None) -> Path:
-    """Download (pip) and unpack the sdist of the installed llama-cpp-python into the cache."""
+def converter_version(root: Path) -> str | None:
+    """The llama-cpp-python version a converter folder was unpacked from (its source record)."""
+    meta = root / SOURCE_RECORD
+    if meta.is_file():
+        return json.loads(meta.read_text(encoding="utf-8")).get("version")
+    return None
+
+
+# What of the sdist's vendor/llama.cpp the converter needs: the script, the model classes it
+# imports, the gguf-py writer it runs on (newer than the pip `gguf` release) and the licence.
+_WANTED_FILES = (SCRIPT, "LICENSE")
+_WANTED_DIRS = ("conversion", "gguf-py")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _wanted(rel: str) -> bool:
+    return rel in _WANTED_FILES or rel.split("/", 1)[0] in _WANTED_DIRS
+
+
+def unpack_converter(tarball: str | Path, target: str | Path, version: str) -> Path:
+    """Extract only vendor/llama.cpp/{convert_hf_to_gguf.py, conversion/, gguf-py/, LICENSE} of a
+    llama-cpp-python sdist into ``target`` (made whole or not at all) and return it.
+
+    The files go into a temporary sibling folder that is renamed into place at the end, so a
+    half-unpacked converter is never found. Members with absolute paths or ``..`` parts, and
+    links, are refused in words: an sdist is downloaded from the network and not trusted.
+    """
+    import shutil
     import tarfile
+
+    tarball, target = Path(tarball), Path(target)
+    if _as_root(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    count = 0
+    try:
+        try:
+            tar = tarfile.open(tarball, "r:gz")
+        except (tarfile.TarError, OSError) as exc:
+            raise ConverterError(f"{tarball}: not a readable .tar.gz sdist ({exc}).") from None
+        with tar:
+            for member in tar:
+                parts = member.name.replace("\\", "/").split("/")
+                if member.name.startswith("/") or ".." in parts:
+                    raise ConverterError(f"{tarball.name}: member {member.name!r} points outside "
+                                         "the archive; refusing to unpack it.")
+                # <sdist-name>/vendor/llama.cpp/<rel>
+                if len(parts) < 4 or parts[1:3] != ["vendor", "llama.cpp"]:
+                    continue
+                rel = "/".join(p for p in parts[3:] if p not in ("", "."))
+                if not rel or not _wanted(rel):
+                    continue
+                if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
+                    raise ConverterError(f"{tarball.name}: {member.name!r} is a link or a special "
+                                         "file; the converter is plain files, refusing it.")
+                out = tmp / rel
+                if member.isdir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                with source, out.open("wb") as f:
+                    shutil.copyfileobj(source, f)
+                count += 1
+        if _as_root(tmp) is None:
+            raise ConverterError(f"{tarball.name}: no vendor/llama.cpp/{SCRIPT} with a gguf-py/ "
+                                 "folder inside; is this a llama-cpp-python sdist?")
+        (tmp / SOURCE_RECORD).write_text(json.dumps({
+            "sdist": tarball.name, "version": version, "sha256": _sha256(tarball),
+            "files": count}, indent=2) + "\n", encoding="utf-8")
+        if target.exists():  # an incomplete folder from elsewhere: replaced, not merged into
+            shutil.rmtree(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process unpacked the same version first
+            if _as_root(target) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _sdist_version(tarball: Path) -> str | None:
+    found = re.fullmatch(r"llama[_-]cpp[_-]python-(.+)\.tar\.gz", tarball.name)
+    return found.group(1) if found else None
+
+
+def download_sdist(version: str, folder: Path, timeout: float = 900) -> Path:
+    """``pip download`` the llama-cpp-python sdist of ``version`` into ``folder``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           f"llama-cpp-python=={version}", "-d", str(folder)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ConverterError(f"pip download of the llama-cpp-python {version} sdist took over "
+                             f"{timeout:.0f} s; pass a local sdist with --sdist.") from None
+    tars = sorted(folder.glob("*.tar.gz"))
+    if done.returncode or not tars:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+        raise ConverterError(f"pip could not download the llama-cpp-python {version} sdist "
+                             f"(offline?): {' | '.join(tail)}; pass a local sdist with --sdist.")
+    return tars[0]
+
+
+def setup_converter(dest: str | Path | None = None, sdist: str | Path | None = None) -> Path:
+    """Unpack the converter of the installed llama-cpp-python into ``dest/<version>`` (default:
+    the user cache) from ``sdist`` or, without one, from an sdist pip downloads; returns the
+    llama.cpp folder. Already unpacked: returned as it is, nothing downloaded."""
     import tempfile
 
     ver = _installed_llama_cpp_version()
     if not ver:
-        raise ConverterError("llama-cpp-python is not installed; install it first.")
-    dest = dest or cache_dir()
-    target = dest / f"llama_cpp_python-{ver}"
+        raise ConverterError("llama-cpp-python is not installed; install it first "
+                             "(./dev.sh setup).")
+    target = Path(dest or converter_cache()) / ver
     if _as_root(target):
-        return _as_root(target)
+        return target
+    if sdist is not None:
+        sdist = Path(sdist).expanduser()
+        if not sdist.is_file():
+            raise ConverterError(f"{sdist}: no such sdist file.")
+        named = _sdist_version(sdist)
+        if named and named != ver:
+            raise ConverterError(f"{sdist.name} is llama-cpp-python {named} but {ver} is "
+                                 "installed; the converter must match the compiled llama.cpp, "
+                                 f"so use llama_cpp_python-{ver}.tar.gz.")
+        return unpack_converter(sdist, target, ver)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"llama-cpp-python=={ver}", "-d", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        tars = list(Path(tmp).glob("*.tar.gz"))
-        if done.returncode or not tars:
-            raise ConverterError(f"pip download of the llama-cpp-python {ver} sdist failed: "
-                                 f"{(done.stderr or done.stdout).strip()[-400:]}")
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tars[0]) as tar:
-            tar.extractall(dest, filter="data")
-    root = _as_root(target)
-    if root is None:
-        raise ConverterError(f"{tars[0].name} unpacked to {target} but has no vendor/llama.cpp/{SCRIPT}.")
-    return root
+        return unpack_converter(download_sdist(ver, Path(tmp)), target, ver)
 
 
 @lru_cache(maxsize=8)

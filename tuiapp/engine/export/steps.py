@@ -9,6 +9,8 @@ Q4_K -> Q5_0, ...). The fallbacks are reported, and ``predict_size`` models the 
 from __future__ import annotations
 
 import ctypes
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -99,10 +101,37 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     jinja = tok_source / "chat_template.jinja"
     if jinja.exists() and not (out_dir / "chat_template.jinja").exists():
         shutil.copy(jinja, out_dir / "chat_template.jinja")
+    _carry_vocab_files(out_dir, tok_source, base_dir)
     n_params = sum(p.numel() for p in merged.parameters())
     return {"path": str(out_dir), "dtype": out_dtype, "parameters": n_params,
             "tokenizer_from": str(tok_source), "dequantized": quantized,
             "start_adapters": [str(a) for a in start_adapters]}
+
+
+def _carry_vocab_files(out_dir: Path, *sources: Path) -> None:
+    """What a fast tokenizer's save_pretrained drops but llama.cpp's converter reads: the
+    SentencePiece ``tokenizer.model`` (Gemma, Phi-3, Llama-2-style converters read only it) and
+    the tokenizer class the model's own folder declares (Phi-3's converter reads a BPE vocabulary
+    only when it says GPT2Tokenizer; transformers 5 rewrites the class on save)."""
+    for name in ("tokenizer.model",):
+        source = next((src / name for src in sources if (src / name).is_file()), None)
+        if source is not None and not (out_dir / name).exists():
+            shutil.copy(source, out_dir / name)
+    declared = None
+    for src in reversed(sources):  # the base folder's own word wins over a re-saved copy
+        try:
+            declared = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8")).get(
+                "tokenizer_class") or declared
+        except (OSError, ValueError):
+            continue
+        if declared:
+            break
+    out_cfg = out_dir / "tokenizer_config.json"
+    if declared and out_cfg.is_file():
+        cfg = json.loads(out_cfg.read_text(encoding="utf-8"))
+        if cfg.get("tokenizer_class") != declared:
+            cfg["tokenizer_class"] = declared
+            out_cfg.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 # ------------------------------------------------------------------ quantize
@@ -157,17 +186,17 @@ def _more_bits(layer: int, n_layers: int) -> bool:
     return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
 
 
-def _tensor_type(gguf_name: str, shape: list[int], qtype: str, base: str, n_layers: int,
-                 has_output: bool) -> str:
+def _tensor_type(shape: list[int], qtype: str, base: str, n_layers: int, is_output: bool,
+                 v_or_down_layer: int | None) -> str:
+    """The type llama.cpp gives one tensor: the output matrix keeps q6_k, a *_M type gives some
+    layers' attn_v / ffn_down more bits, and a row that is not a whole k-quant block falls back."""
     if len(shape) == 1 or qtype in ("f32", "f16", "bf16"):
         return "f32" if len(shape) == 1 else base
     kind = base
-    is_output = gguf_name == "output.weight" or (not has_output and gguf_name == "token_embd.weight")
     if is_output and qtype != "q8_0":
         kind = "q6_k"
-    elif qtype in ("q4_k_m", "q5_k_m") and (".attn_v." in gguf_name or ".ffn_down." in gguf_name):
-        layer = int(gguf_name.split(".")[1])
-        if _more_bits(layer, n_layers):
+    elif qtype in ("q4_k_m", "q5_k_m") and v_or_down_layer is not None:
+        if _more_bits(v_or_down_layer, n_layers):
             kind = "q6_k"
     row = shape[-1]  # values per row (the innermost dimension)
     if row % BLOCK.get(kind, 32):
@@ -177,31 +206,86 @@ def _tensor_type(gguf_name: str, shape: list[int], qtype: str, base: str, n_laye
     return kind
 
 
-def predict_size(model_dir: str | Path, qtype: str) -> int:
-    """Bytes a GGUF of ``qtype`` will take: tensors at their (fallback) types + metadata."""
-    from tuiapp.engine.export.vocab import load_vocab
+def _tensor_bytes(n: int, kind: str, name: str) -> int:
+    return -(-int(n * BITS[kind]) // 8) + 32 + len(name) + 40  # + padding and table entry
 
-    model_dir = Path(model_dir)
-    _, base = _qtype(qtype)
-    cfg = read_config(model_dir)
-    try:
-        hp = hyper_parameters(cfg)
-    except GGUFExportError as exc:
-        raise ExportError(str(exc)) from None
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _own_plan_size(model_dir: Path, cfg: dict, qtype: str, base: str) -> tuple[int, int]:
+    """(tensor bytes, vocab size) from the exact tensor list our own writer would write."""
+    hp = hyper_parameters(cfg)
     plan, _ = _plan(tensor_shapes(model_dir), hp, "f16")
     has_output = any(out == "output.weight" for _, out, _, _ in plan)
     total = 0
     for _, out, shape, _ in plan:
-        n = 1
-        for d in shape:
-            n *= d
-        kind = _tensor_type(out, shape, qtype.lower(), base, hp["block_count"], has_output)
-        total += -(-int(n * BITS[kind]) // 8)
-        total += 32 + len(out) + 40  # alignment padding and the tensor-table entry
-    vocab = load_vocab(model_dir, hp["vocab_size"], cfg)
+        is_output = out == "output.weight" or (not has_output and out == "token_embd.weight")
+        layer = int(out.split(".")[1]) if (".attn_v." in out or ".ffn_down." in out) else None
+        kind = _tensor_type(shape, qtype, base, hp["block_count"], is_output, layer)
+        total += _tensor_bytes(_numel(shape), kind, out)
+    return total, hp["vocab_size"]
+
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _general_size(model_dir: Path, cfg: dict, qtype: str, base: str) -> tuple[int, int]:
+    """(tensor bytes, vocab size) for any architecture: every stored tensor (the safetensors
+    headers: parameter count per tensor) at the bytes per value of the type llama.cpp gives it.
+    llama.cpp's converter renames and sometimes splits or fuses tensors, but keeps their values."""
+    text = cfg.get("text_config") or {}
+    n_layers = int(cfg.get("num_hidden_layers") or text.get("num_hidden_layers") or 1)
+    tied = bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    shapes = tensor_shapes(model_dir)
+    has_head = any(n.endswith("lm_head.weight") for n in shapes) and not tied
+    total, vocab = 0, int(cfg.get("vocab_size") or text.get("vocab_size") or 0)
+    for name, (shape, _) in shapes.items():
+        if name.endswith("rotary_emb.inv_freq") or (tied and name.endswith("lm_head.weight")):
+            continue  # llama.cpp recomputes one and ties the other
+        embed = name.endswith("embed_tokens.weight")
+        if embed and len(shape) == 2:
+            vocab = vocab or shape[0]
+        is_output = name.endswith("lm_head.weight") or (not has_head and embed)
+        found = _LAYER.search(name)
+        layer = int(found.group(1)) if found and (".v_proj." in name or ".down_proj." in name) else None
+        kind = _tensor_type(shape, qtype, base, n_layers, is_output, layer)
+        total += _tensor_bytes(_numel(shape), kind, name)
+    return total, vocab
+
+
+def _metadata_size(model_dir: Path, cfg: dict, vocab_size: int) -> int:
+    """Bytes of the tokenizer and other keys: exact from our vocab reader where it reads the
+    tokenizer, else estimated from tokenizer.json (strings are stored about as long)."""
+    from tuiapp.engine.export.vocab import VocabError, load_vocab
+
+    try:
+        vocab = load_vocab(model_dir, vocab_size, cfg)
+    except (VocabError, ValueError, KeyError):
+        tok = model_dir / "tokenizer.json"
+        return (tok.stat().st_size if tok.is_file() else 0) + 8 * vocab_size + 1024
     meta = sum(len(t.encode()) + 8 + 4 for t in vocab.tokens)
     meta += sum(len(m.encode()) + 8 for m in vocab.merges) + 4 * len(vocab.scores or [])
     meta += len((vocab.chat_template or "").encode()) + 1024
-    return total + meta
+    return meta
 
 
+def predict_size(model_dir: str | Path, qtype: str) -> int:
+    """Bytes a GGUF of ``qtype`` will take: tensors at their (fallback) types + metadata. Exact
+    per tensor for the architectures our own writer knows, estimated from the stored tensors
+    for any other (llama.cpp's converter writes those)."""
+    model_dir = Path(model_dir)
+    _, base = _qtype(qtype)
+    cfg = read_config(model_dir)
+    try:
+        tensors, vocab_size = _own_plan_size(model_dir, cfg, qtype.lower(), base)
+    except GGUFExportError:  # not ours to write (another architecture, a RoPE scaling we skip)
+        try:
+            tensors, vocab_size = _general_size(model_dir, cfg, qtype.lower(), base)
+        except GGUFExportError as exc:
+            raise ExportError(str(exc)) from None
+    return tensors + _metadata_size(model_dir, cfg, vocab_size)

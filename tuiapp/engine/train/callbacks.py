@@ -96,26 +96,42 @@ class EventCallback(TrainerCallback):
 
     # -- checkpoints and samples -----------------------------------------------------------
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # several processes: rank 0 marks the checkpoint and answers the prompts
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             mark_checkpoint_complete(folder, state.global_step)
             self.ctx.emit("checkpoint", step=state.global_step, path=str(folder))
         model = kwargs.get("model")
         tok = self.tokenizer or kwargs.get("processing_class")
-        if model is not None and tok is not None and self.sample_prompts:
+        if model is not None and tok is not None and self.sample_prompts and not _sharded(args):
             for prompt, output in generate_samples(
                 model, tok, self.sample_prompts, self.sample_max_new_tokens, self.chat
             ):
                 self.ctx.emit("sample", step=state.global_step, prompt=prompt, output=output)
 
 
+def _sharded(args) -> bool:
+    """Weights split across ranks (FSDP, ZeRO-3): rank 0 alone cannot generate."""
+    import os
+
+    if getattr(args, "world_size", 1) <= 1:
+        return False
+    return (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+            or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+
+
 def generate_samples(model, tokenizer, prompts, max_new_tokens: int = 48, chat: bool = True):
     """Greedy answers to the sample prompts (no RNG used, so resumed runs stay identical)."""
     import torch
 
+    from tuiapp.engine.train.template_mask import end_of_turn_ids
+
     was_training = model.training
     model.eval()
     out = []
+    # a chat answer ends at the template's end-of-turn (Gemma's <end_of_turn> is not its eos)
+    stops = end_of_turn_ids(tokenizer) if chat and getattr(tokenizer, "chat_template", None) else None
     try:
         device = next(model.parameters()).device
         for prompt in prompts:
@@ -133,6 +149,7 @@ def generate_samples(model, tokenizer, prompts, max_new_tokens: int = 48, chat: 
                     attention_mask=torch.ones_like(ids),
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
+                    **({"eos_token_id": stops} if stops else {}),
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
                 )
             text = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)

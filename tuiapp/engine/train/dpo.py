@@ -25,7 +25,7 @@ from typing import Any
 
 from tuiapp.engine import data
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import padding_free, policy
+from tuiapp.engine.train import methods, padding_free, policy, pretokenized
 from tuiapp.engine.train.config import DPOJobConfig, KTOJobConfig
 from tuiapp.engine.train.sft import dataset_file, parameter_counts, split_records
 
@@ -171,7 +171,10 @@ def _load(config: Any, ctx: JobContext):
 
 
 def _peft_config(config: Any):
-    return policy.new_lora_config(config) if config.method == "lora" else None
+    """The new adapter TRL puts on the start model (LoRA, DoRA, IA3, prefix, prompt); its
+    reference is the start model with that adapter disabled (PEFT's disable_adapter). Full and
+    BitFit train the start model itself."""
+    return methods.peft_config(config) if methods.is_peft(config.method) else None
 
 
 def _frozen_copy(model):
@@ -200,8 +203,8 @@ def common_arguments(config: Any, ctx: JobContext, device: str, has_eval: bool) 
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm if config.max_grad_norm > 0 else None,
         **policy.modeling.checkpointing_arguments(config.gradient_checkpointing),  # TRL's own default is on
-        bf16=config.method != "full" and dtype == torch.bfloat16,
-        fp16=config.method != "full" and dtype == torch.float16,
+        bf16=config.method not in methods.WHOLE_MODEL_METHODS and dtype == torch.bfloat16,
+        fp16=config.method not in methods.WHOLE_MODEL_METHODS and dtype == torch.float16,
         use_cpu=device == "cpu",
         seed=config.seed,
         data_seed=config.seed,
@@ -232,20 +235,27 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                   processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
                   peft_config=_peft_config(config))
-    if config.loss_type == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
+    if config.loss_type in ("simpo", "orpo"):
+        if config.loss_type == "simpo":
+            from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        return CPOTrainer(args=CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, beta=config.beta,
-                                         simpo_gamma=config.simpo_gamma,
-                                         label_smoothing=config.label_smoothing), **kwargs)
-    if config.loss_type == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+            trainer_class, paired_args = CPOTrainer, CPOConfig(
+                **args, loss_type="simpo", cpo_alpha=0.0, beta=config.beta, simpo_gamma=config.simpo_gamma,
+                label_smoothing=config.label_smoothing)
+        else:
+            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOTrainer(args=ORPOConfig(**args, beta=config.beta), **kwargs)
+            trainer_class, paired_args = ORPOTrainer, ORPOConfig(**args, beta=config.beta)
+        if pretokenized.wanted(tokenizer):  # the model's own template: the split ids ride along
+            split = pretokenized_datasets(ctx, pretokenized.preference_rows, tokenizer, train_rows, eval_rows)
+            kwargs.update(train_dataset=_beside(train_rows, split["train_dataset"]),
+                          eval_dataset=_beside(eval_rows, split["eval_dataset"]))
+            trainer_class = pretokenized.paired_trainer_class(trainer_class)
+        return trainer_class(args=paired_args, **kwargs)
     from trl import DPOConfig, DPOTrainer
 
     ref_model = None
-    if config.method == "full" and not config.precompute_ref_log_probs:
+    if config.method in methods.WHOLE_MODEL_METHODS and not config.precompute_ref_log_probs:
         # TRL would reload the reference from the base folder, which lacks a merged SFT adapter.
         ref_model = _frozen_copy(model)
     losses, weights = [config.loss_type], None
@@ -256,10 +266,43 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_log_probs=config.precompute_ref_log_probs,
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR,
                          include_num_input_tokens_seen="non_padding")
-    return _padding_free(config, ctx, DPOTrainer(ref_model=ref_model, args=dpo_args, **kwargs))
+    trainer_class = DPOTrainer
+    if pretokenized.wanted(tokenizer):  # the model's own template: split the pairs ourselves
+        kwargs.update(pretokenized_datasets(ctx, pretokenized.preference_rows, tokenizer, train_rows, eval_rows),
+                      data_collator=pretokenized.preference_collator(tokenizer, dpo_args))
+        trainer_class = pretokenized.dpo_trainer_class()
+    return _padding_free(config, ctx, trainer_class(ref_model=ref_model, args=dpo_args, **kwargs))
+
+
+def _beside(rows, split):
+    """The conversational rows (CPO/ORPO still render them) with the split ids as extra columns."""
+    from datasets import Dataset
+
+    if split is None:
+        return None
+    return Dataset.from_list([{**row, **ids} for row, ids in zip(rows, split.to_list(), strict=True)])
+
+
+def pretokenized_datasets(ctx: JobContext, split, tokenizer, train_rows, eval_rows) -> dict[str, Any]:
+    """train/eval datasets of rows split by the model's own chat template (pretokenized.py)."""
+    from datasets import Dataset
+
+    try:
+        train = split(tokenizer, train_rows)
+        held = split(tokenizer, eval_rows) if eval_rows else []
+    except pretokenized.PretokenizeError as exc:
+        raise PreferenceError(f"chat template: {exc}", phase="load_data") from exc
+    ctx.emit("log", level="info", message="prompts and answers split by the model's own chat template "
+             f"(answers end on {pretokenized.template_mask.end_of_turn(tokenizer)!r})")
+    return {"train_dataset": Dataset.from_list(train),
+            "eval_dataset": Dataset.from_list(held) if held else None}
 
 
 def _padding_free(config: Any, ctx: JobContext, trainer):
+    if config.padding_free and config.method in methods.PROMPT_METHODS:
+        # virtual tokens / prefixes belong in front of each sequence, not of a packed row
+        ctx.emit("log", level="info", message=f"method={config.method}: padded batches (no padding-free)")
+        return trainer
     if config.padding_free and padding_free.install(trainer):
         ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
     return trainer
@@ -277,7 +320,7 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                               "batch_size to at least 2", phase="load_model")
     args = common_arguments(config, ctx, device, bool(eval_rows))
     ref_model = None
-    if config.method == "full" and not config.precompute_ref_log_probs:
+    if config.method in methods.WHOLE_MODEL_METHODS and not config.precompute_ref_log_probs:
         ref_model = _frozen_copy(model)
     kto_args = KTOConfig(**args, beta=config.beta, desirable_weight=config.desirable_weight,
                          undesirable_weight=config.undesirable_weight,
@@ -285,11 +328,16 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                          precompute_ref_batch_size=config.batch_size * REF_BATCH_FACTOR)
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens, chat=True,
                              tokenizer=tokenizer)
-    trainer = KTOTrainer(model=model, ref_model=ref_model, args=kto_args,
-                         train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
-                         peft_config=_peft_config(config))
+    data = {"train_dataset": Dataset.from_list(train_rows),
+            "eval_dataset": Dataset.from_list(eval_rows) if eval_rows else None}
+    trainer_class = KTOTrainer
+    if pretokenized.wanted(tokenizer):  # the model's own template: split the rows ourselves
+        data = {**pretokenized_datasets(ctx, pretokenized.kto_rows, tokenizer, train_rows, eval_rows),
+                "data_collator": pretokenized.kto_collator(tokenizer, kto_args)}
+        trainer_class = pretokenized.kto_trainer_class()
+    trainer = trainer_class(model=model, ref_model=ref_model, args=kto_args, **data,
+                            processing_class=tokenizer, callbacks=[callback, *extra_callbacks],
+                            peft_config=_peft_config(config))
     return _padding_free(config, ctx, trainer)
 
 
@@ -316,7 +364,7 @@ def _train_and_save(config: Any, ctx: JobContext, trainer, tokenizer, info: dict
         "status": "cancelled" if callback.cancelled else "completed",
         "output_dir": str(ctx.output_dir),
         "final_dir": None,
-        "adapter": config.method != "full",
+        "adapter": methods.is_peft(config.method),
         "start": info["start_point"],
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else float(out.training_loss),

@@ -150,7 +150,11 @@ def load_policy(config: PPOJobConfig, ctx: JobContext):
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    ids = {tokenizer.eos_token_id}
+    """eos and the template's own end-of-turn token (Gemma's <end_of_turn> is not its eos), plus
+    the ChatML/Llama 3 ones when the vocabulary has them."""
+    from tuiapp.engine.train.template_mask import end_of_turn_ids
+
+    ids = {tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)}
     for tok in ("<|im_end|>", "<|eot_id|>"):
         tid = tokenizer.convert_tokens_to_ids(tok)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:

@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import policy
+from tuiapp.engine.train import policy, pretokenized
 from tuiapp.engine.train.config import RewardJobConfig
-from tuiapp.engine.train.dpo import PreferenceError, common_arguments, load_records
+from tuiapp.engine.train.dpo import (
+    PreferenceError,
+    common_arguments,
+    load_records,
+    pretokenized_datasets,
+)
 from tuiapp.engine.train.sft import parameter_counts, split_records
 
 START_FILE = "tuneloop-start.json"
@@ -59,9 +64,12 @@ def train(config: RewardJobConfig, ctx: JobContext) -> dict[str, Any]:
     args = RewardConfig(**common_arguments(config, ctx, info["device"], bool(eval_rows)),
                         center_rewards_coefficient=config.center_rewards_coefficient or None)
     callback = EventCallback(ctx, [], 0, chat=True, tokenizer=tokenizer)  # no text to sample
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-                            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                            processing_class=tokenizer, callbacks=[callback], peft_config=peft_config)
+    data = {"train_dataset": Dataset.from_list(train_rows),
+            "eval_dataset": Dataset.from_list(eval_rows) if eval_rows else None}
+    if pretokenized.wanted(tokenizer):  # the model's own template: whole sequences split by us
+        data = pretokenized_datasets(ctx, pretokenized.reward_rows, tokenizer, train_rows, eval_rows)
+    trainer = RewardTrainer(model=model, args=args, **data, processing_class=tokenizer,
+                            callbacks=[callback], peft_config=peft_config)
     if len(trainer.train_dataset) == 0:
         raise PreferenceError(f"every pair is longer than max_length {config.max_length}; raise it",
                               phase="load_data")
@@ -175,6 +183,15 @@ class RewardModel:
             conversations.append(turns + [{"role": "assistant", "content": response}])
         return self.score_messages(conversations)
 
+    def _ids(self, conversations: list[list[dict[str, str]]]) -> list[list[int]]:
+        """Token ids exactly as training built them: split by the model's own template when it
+        has no generation markers (pretokenized.py), TRL's whole-conversation render otherwise."""
+        if pretokenized.wanted(self.tokenizer):
+            end = pretokenized.template_mask.end_of_turn(self.tokenizer)
+            return [pretokenized.conversation_ids(self.tokenizer, c, end) for c in conversations]
+        return [self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
+                for c in conversations]
+
     def score_messages(self, conversations: list[list[dict[str, str]]]) -> list[float]:
         import torch
 
@@ -186,8 +203,7 @@ class RewardModel:
         try:
             for i in range(0, len(conversations), self.batch_size):
                 chunk = conversations[i:i + self.batch_size]
-                ids = [self.tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
-                       [: self.max_length] for c in chunk]
+                ids = [x[: self.max_length] for x in self._ids(chunk)]
                 width = max(len(x) for x in ids)
                 # right padding: the classifier reads the last non-pad token of each row
                 input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)

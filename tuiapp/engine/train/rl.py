@@ -21,7 +21,7 @@ from tuiapp.engine.context import JobContext
 from tuiapp.engine.train import policy
 from tuiapp.engine.train import reward_sources as rewards
 from tuiapp.engine.train.config import GRPOJobConfig, RLOOJobConfig
-from tuiapp.engine.train.ppo import PPOError
+from tuiapp.engine.train.ppo import PPOError, stop_token_ids
 from tuiapp.engine.train.reward_sources import load_prompts
 
 
@@ -117,6 +117,9 @@ def build_trainer(config: GRPOJobConfig, ctx: JobContext, model, tokenizer, rows
         from trl import GRPOTrainer as Trainer
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens, chat=True,
                              tokenizer=tokenizer)
+    # TRL stops sampling, and ends each completion's mask, at the model's generation eos ids:
+    # make them the template's end-of-turn too (Gemma ends a turn on <end_of_turn>, not <eos>).
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     return Trainer(model=model, reward_funcs=[reward], args=TrlConfig(**args),
                    train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                    callbacks=[callback, *extra_callbacks],
