@@ -454,3 +454,41 @@ def test_export_refuses_prefix_and_prompt_tuning_before_loading_anything(method,
     words = {"prefix": "prefix tuning adapter", "prompt": "prompt tuning adapter"}[method]
     with pytest.raises(ExportError, match=f"{words}.*nothing to merge"):
         plan_export(str(trained[method]), Store(":memory:"), "f16")
+
+
+# ------------------------------------------------------------------ LoRA against the formula
+
+
+@pytest.mark.parametrize("rank", [4, 8, 16, 32])
+def test_lora_trainable_parameters_on_the_demo_shape_follow_the_formula(rank, sft_file):
+    """LoRA on all linear layers (the LM head excluded) adds r x (in + out) per layer: for the
+    demo's Llama shape that is r x layers x (q, k, v, o, gate, up, down) — linear in the rank."""
+    import json
+
+    from store import Store
+    from tuiapp.engine.jobs.preflight import preflight
+
+    cfg = json.loads((paths.DEMO_BASE_MODEL / "config.json").read_text(encoding="utf-8"))
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head = cfg.get("head_dim") or h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * head, cfg["num_key_value_heads"] * head
+    per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + inter) + (inter + h)
+    want = rank * layers * per_layer
+    job = make_config(paths.DEMO_BASE_MODEL, sft_file, "lora", lora_r=rank, lora_alpha=2 * rank,
+                      train_template_tokens=False, device="cpu")
+    trainable, total = modeling.count_parameters(job)
+    assert trainable == want
+    report = preflight(job, Store(":memory:"), None, free_bytes=2**40)
+    assert report.ok and report.params["trainable"] == want
+    # DoRA adds one magnitude per output feature of each adapted layer on top
+    dora, _ = modeling.count_parameters(make_config(paths.DEMO_BASE_MODEL, sft_file, "dora", lora_r=rank,
+                                                    train_template_tokens=False))
+    assert dora == want + layers * (q + 2 * kv + h + 2 * inter + h)
+
+
+def test_lora_count_equals_the_model_the_demo_job_builds(sft_file):
+    job = make_config(paths.DEMO_BASE_MODEL, sft_file, "lora", lora_r=8, lora_alpha=16, device="cpu")
+    tok = modeling.load_tokenizer(str(paths.DEMO_BASE_MODEL), job.chat_template)
+    model = modeling.load_model(job, str(paths.DEMO_BASE_MODEL), tok, "cpu", torch.float32)
+    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert modeling.count_parameters(job, tokenizer=tok)[0] == built
