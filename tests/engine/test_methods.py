@@ -183,6 +183,8 @@ def test_method_fields_are_validated(tiny_model, sft_file):
                     ia3_feedforward_modules=["down_proj"])
     with pytest.raises(ConfigError, match="trainable_tokens"):
         make_config(tiny_model, sft_file, "ia3", trainable_tokens=["hello"])
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        make_config(tiny_model, sft_file, "prefix", gradient_checkpointing=True)
     # the LoRA fields are only checked for the LoRA family
     make_config(tiny_model, sft_file, "prefix", lora_r=0)
     with pytest.raises(ConfigError, match="lora_r"):
@@ -492,3 +494,39 @@ def test_lora_count_equals_the_model_the_demo_job_builds(sft_file):
     model = modeling.load_model(job, str(paths.DEMO_BASE_MODEL), tok, "cpu", torch.float32)
     built = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert modeling.count_parameters(job, tokenizer=tok)[0] == built
+
+
+# ------------------------------------------------------------------ KTO, and DPO from a run of a new method
+
+
+@pytest.mark.parametrize("method", ["ia3", "prompt"])
+def test_kto_trains_the_new_methods(method, tiny_model, tmp_path):
+    import json
+
+    from tuiapp.engine.train import dpo
+    from tuiapp.engine.train.config import KTOJobConfig
+
+    rows = [{"prompt": f"Is {n} from the valley?", "completion": answer, "label": good}
+            for n in NAMES for answer, good in (("Answer: yes.", True), ("Answer: no.", False))]
+    data = tmp_path / "kto.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = KTOJobConfig(base_model=str(tiny_model), dataset=str(data), method=method, max_steps=4, batch_size=4,
+                       learning_rate=2e-2, warmup_ratio=0.0, logging_steps=1, save_steps=100, eval_split=0.0,
+                       sample_prompts=[], max_length=64, num_virtual_tokens=4, device="cpu", dtype="fp32")
+    sink = ListSink()
+    result = dpo.train_kto(cfg, JobContext(tmp_path / "run", sink=sink, dataset_path=data,
+                                           base_model_path=str(tiny_model)))
+    assert result["status"] == "completed" and result["adapter"] is True
+    assert [e for e in sink.events if e["event"] == "metrics" and "loss" in e["values"]]
+    assert methods.adapter_type(result["final_dir"]) == {"ia3": "IA3", "prompt": "PROMPT_TUNING"}[method]
+
+
+@pytest.mark.parametrize("start", ["ia3", "dora"])
+def test_dpo_starts_from_an_ia3_or_dora_sft_run_merged_in(start, trained, tiny_model, pref_file, tmp_path):
+    import math
+
+    result, metrics = run_dpo(tiny_model, pref_file, "lora", tmp_path / "run", start_from=str(trained[start]),
+                              max_steps=1)
+    assert result["start"]["adapter_dir"] == str(trained[start])
+    # the new LoRA adapter starts at zero: policy == merged start == reference
+    assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
