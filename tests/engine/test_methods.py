@@ -530,3 +530,58 @@ def test_dpo_starts_from_an_ia3_or_dora_sft_run_merged_in(start, trained, tiny_m
     assert result["start"]["adapter_dir"] == str(trained[start])
     # the new LoRA adapter starts at zero: policy == merged start == reference
     assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+
+
+# ------------------------------------------------------------------ through the runner, into Compare
+
+
+SFT_PRESET = """
+kind = "sft"
+base_model = "{model}"
+dataset = "{data}"
+method = "{method}"
+num_virtual_tokens = 4
+max_length = 64
+batch_size = 4
+max_steps = 2
+learning_rate = 3e-2
+warmup_ratio = 0.0
+logging_steps = 1
+save_steps = 100
+eval_split = 0.0
+sample_prompts = []
+device = "cpu"
+dtype = "fp32"
+"""
+
+
+def test_a_prefix_run_through_tuneloop_train_answers_by_its_run_id(tiny_model, sft_file, tmp_path, monkeypatch):
+    """`tuneloop train sft` with method=prefix, then the run's id as a Compare REF: its adapter
+    loads on the base it records and answers like the adapter folder loaded by hand."""
+    import typer
+    from typer.testing import CliRunner
+
+    from store import Store
+    from tuiapp.cli import train_cmd
+    from tuiapp.engine.infer.generate import GenerationParams, Generator, TransformersBackend
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the job's child process
+    home = tmp_path / "home"
+    preset = tmp_path / "prefix.toml"
+    preset.write_text(SFT_PRESET.format(model=tiny_model, data=sft_file, method="prefix"), encoding="utf-8")
+    root = typer.Typer()
+    root.add_typer(train_cmd.app, name="train")
+    result = CliRunner().invoke(root, ["train", "sft", "--config", str(preset)], obj={"home": str(home)})
+    assert result.exit_code == 0, result.output
+    assert "trainable of" in result.output and "completed" in result.output
+    store = Store(home / paths.DB_NAME)
+    run = store.list_runs(kind="sft")[0]
+    assert store.get_model(run.adapter_model_id).kind == "adapter"
+    params = GenerationParams(max_new_tokens=6)
+    gen = Generator(store, home, device="cpu")
+    answer = gen.complete(str(run.id), "Who are you?", params)
+    by_hand = TransformersBackend(tiny_model, device="cpu")
+    want = list(by_hand.generate(Path(run.output_dir) / "final", "Who are you?", params))[-1].text
+    assert answer.text == want and answer.meta["ref"]
+    gen.close()
+    by_hand.close()
