@@ -45,6 +45,7 @@ class PreflightReport:
     warnings: list[str] = field(default_factory=list)
     start: dict[str, Any] | None = None    # alignment jobs: policy.StartPoint as a dict
     parent_run_id: int | None = None       # the run an alignment job starts from
+    distributed: dict[str, Any] = field(default_factory=dict)  # world size, global batch, sharding
 
     @property
     def ok(self) -> bool:
@@ -81,7 +82,8 @@ class PreflightReport:
         if self.memory:
             m = self.memory
             free = f", {m['free_bytes'] / GiB:.1f} GiB free" if m.get("free_bytes") else ""
-            table.add_row("peak memory", f"≈ {m['estimate_bytes'] / GiB:.2f} GiB on "
+            each = " per device" if m.get("per_device") else ""
+            table.add_row("peak memory", f"≈ {m['estimate_bytes'] / GiB:.2f} GiB{each} on "
                                          f"{self.device}{free}")
         tok = self.tokens.get("tokens") or {}
         if tok:
@@ -91,6 +93,14 @@ class PreflightReport:
         if trunc:
             table.add_row("truncated", f"{trunc['count']} ({trunc['share'] * 100:.1f}%) at "
                                        f"max_length {self.tokens.get('max_length')}")
+        d = self.distributed
+        if d:
+            table.add_row("global batch", f"{d['global_batch']} = {d['per_device_batch']} per device "
+                                          f"x {d['num_processes']} process(es) x {d['grad_accum']} "
+                                          "accumulation")
+            if d["num_processes"] > 1:
+                table.add_row("processes", f"{d['num_processes']} on {self.device} "
+                                           f"({d['strategy']}, {d['backend']})")
         if self.steps:
             table.add_row("steps", f"about {self.steps}")
         parts: list[Any] = [table]
@@ -168,7 +178,11 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
         _check_data(report, config, version, tokenizer)
         if model_cfg is not None and shared is not None:
             _fit_memory_to_data(report, config, model, tokenizer)
+    from tuiapp.engine.jobs.launch import check_processes, share_memory
+
+    check_processes(report, config)  # world size, global batch, what several processes refuse
     if report.memory:
+        share_memory(report, config)
         _check_memory(report, config, free_bytes)
     return report
 

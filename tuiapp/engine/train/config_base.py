@@ -49,6 +49,8 @@ SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 CHAT_TEMPLATES = ("model", "chatml", "llama3")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
+DISTRIBUTED = ("ddp", "fsdp", "deepspeed")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 # Asked at every checkpoint so a user can scrub through how answers changed over training.
 DEFAULT_SAMPLE_PROMPTS = [
@@ -173,6 +175,29 @@ class CommonTrainConfig:
         False, "Run Python code shipped with a model folder. Off: only safetensors weights load.",
         group="hardware",
     )
+    # Several processes (issue 21): the runner starts the job as one `accelerate launch` group.
+    num_processes: int = opt(
+        1, "Processes (one per GPU) the job runs on; above 1 the runner starts an accelerate "
+        "launch group (NCCL on CUDA, gloo on CPU). Global batch = batch_size x num_processes x "
+        "grad_accum.", group="distributed",
+    )
+    distributed: str = opt(
+        "ddp", "How several processes share the work: ddp (a full copy per device), fsdp (weights, "
+        "gradients and optimiser state sharded), deepspeed (ZeRO, stage in zero_stage).",
+        DISTRIBUTED, group="distributed",
+    )
+    zero_stage: int = opt(
+        2, "DeepSpeed ZeRO stage (distributed=deepspeed): 1 shards optimiser state, 2 also "
+        "gradients, 3 also weights.", group="distributed",
+    )
+    mixed_precision: str = opt(
+        "auto", "Mixed precision given to accelerate launch: auto follows dtype (bf16/fp16 "
+        "there, else no).", MIXED_PRECISION, group="distributed",
+    )
+    accelerate_config: str = opt(
+        "", "Your own accelerate config YAML (from `accelerate config`), passed as --config_file; "
+        "num_processes, distributed and mixed_precision above still win.", group="distributed",
+    )
 
     kind: typing.ClassVar[str] = ""
 
@@ -194,6 +219,7 @@ class CommonTrainConfig:
             raise ConfigError("eval_split", f"must be in [0, 0.5), got {self.eval_split}")
         if not self.dataset:
             raise ConfigError("dataset", "no dataset given (a version id, a name like demo/sft, or a path)")
+        _check_distributed(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
@@ -201,6 +227,34 @@ class CommonTrainConfig:
     @property
     def run_name(self) -> str:
         return self.name or f"{self.kind} {Path(self.dataset).name}"
+
+
+def _check_distributed(cfg: Any) -> None:
+    """What several processes can and cannot do, said before anything starts."""
+    if cfg.num_processes < 1:
+        raise ConfigError("num_processes", f"must be at least 1, got {cfg.num_processes}")
+    if cfg.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError("zero_stage", f"DeepSpeed ZeRO stages are 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if cfg.num_processes == 1:
+        return
+    if cfg.device == "cpu" and cfg.distributed != "ddp":
+        raise ConfigError("distributed", f"{cfg.distributed} needs CUDA GPUs; on CPU several "
+                          "processes run as ddp over gloo (set distributed=ddp)")
+    if cfg.device == "cpu" and cfg.mixed_precision == "fp16":
+        raise ConfigError("mixed_precision", "fp16 needs a CUDA GPU; on CPU use no or bf16")
+    method = getattr(cfg, "method", "full")
+    if method == "qlora" and cfg.distributed != "ddp":
+        # FSDP would shard bitsandbytes' packed uint8 weights (needs bnb_4bit_quant_storage and
+        # an FSDP-aware loader we do not have); ZeRO partitions them the same way.
+        raise ConfigError("distributed", f"qlora runs under ddp only (each process holds its own "
+                          f"4-bit copy); {cfg.distributed} cannot shard 4-bit weights here")
+    if cfg.kind == "ppo":
+        raise ConfigError("num_processes", "ppo is our own single-process loop (policy, value "
+                          "head and reward model on one device); it does not run under several "
+                          "processes: set num_processes=1, or use grpo/rloo (TRL) for several")
+    if cfg.accelerate_config and not cfg.accelerate_config.endswith((".yaml", ".yml", ".json")):
+        raise ConfigError("accelerate_config", f"{cfg.accelerate_config!r} is not an accelerate "
+                          "config file (.yaml, .yml or .json from `accelerate config`)")
 
 
 def _field_type(cls: type, name: str) -> type:
