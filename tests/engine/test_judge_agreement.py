@@ -152,3 +152,15 @@ def test_export_by_source(store, tmp_path):
     assert json.loads(open(version.path).readline())["label_source"] == "judge"
     with pytest.raises(labels.LabelsError, match="label source must be"):
         labels.export_rows(store, "s", source="robot")
+
+
+def test_export_leaves_out_pairs_with_an_empty_answer(store, tmp_path):
+    # found on the demo: the SFT run answered one prompt with nothing, and the whole export
+    # failed validation ("assistant reply is empty") instead of leaving that pair out
+    empty = store.create_label_task("q", [{"model_ref": "base", "output": "Answer: fox."},
+                                          {"model_ref": "run:1", "output": "  "}], task_set="s")
+    (full,) = make_tasks(store, 1)
+    store.add_label(empty.id, "a")
+    store.add_label(full.id, "b")
+    version = labels.export(store, "s", home=tmp_path)
+    assert version.rows == 1 and version.lineage["left_out"] == {"empty": 1}
