@@ -34,6 +34,7 @@ from store.models import (
     Metric,
     ModelRow,
     Run,
+    Sweep,
 )
 from store.refs import canonical_ref
 from store.store import Store
@@ -47,6 +48,7 @@ __all__ = [
     "ModelRow",
     "DatasetVersion",
     "Run",
+    "Sweep",
     "Metric",
     "Generation",
     "Evaluation",

@@ -229,6 +229,31 @@ def m004_label_sources(db: Database) -> None:
                " ON label_events(task_id, source)")
 
 
+@_migration
+def m005_sweeps(db: Database) -> None:
+    """Sweeps: one row per ``tuneloop sweep`` (the preset it started from, the grid, the prompt
+    set that scores it) and ``runs.sweep_id`` naming the sweep a run is a grid point of. Named
+    m005 so it cannot clash with another branch's m004; order is the order in this file."""
+    _run_ddl(
+        db,
+        """
+        CREATE TABLE sweeps (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            config_path TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            grid TEXT NOT NULL DEFAULT '[]',
+            prompts TEXT,
+            details TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        ALTER TABLE runs ADD COLUMN sweep_id INTEGER REFERENCES sweeps(id);
+        CREATE INDEX idx_runs_sweep ON runs(sweep_id)
+        """,
+    )
+
+
 # ---- append new migrations above this line ----
 
 

@@ -71,10 +71,25 @@ class Run(_Row):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    sweep_id: int | None = None  # the sweep this run is a grid point of (m005)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class Sweep(_Row):
+    id: int
+    name: str
+    kind: str                      # the job kind every grid point runs (sft, dpo, ...)
+    config_path: str | None        # the preset the sweep started from
+    config: dict[str, Any]         # the resolved config before the grid is applied
+    grid: list[list[Any]]          # [[key, [value, ...]], ...] in the order given
+    prompts: str | None            # the prompt set that scores the runs (--eval), if any
+    details: dict[str, Any]        # {"preflight": {run_id: {...}}, "evaluation_id": ...}
+    created_at: str
+    run_ids: tuple[int, ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ JSON_COLUMNS: dict[str, Any] = {
     "model_refs": [],
     "candidates": [],
     "detail": {},
+    "grid": [],
 }
 BOOL_COLUMNS = {"swapped"}
 

@@ -22,9 +22,10 @@ from store.migrations import MIGRATION_NAMES, MIGRATION_SET, migrate, migrations
 from store.models import MODEL_KINDS, DatasetVersion, Evaluation, ExportRow, Generation, ModelRow
 from store.rows import row_to
 from store.runs import RunsMixin
+from store.sweeps import SweepsMixin
 
 
-class Store(RunsMixin, LabelsMixin, LineageMixin):
+class Store(RunsMixin, LabelsMixin, LineageMixin, SweepsMixin):
     """The tuneloop database. ``Store(path)`` opens (creating if needed) and migrates it.
 
     ``path`` is a file path or ``":memory:"`` (tests; one shared connection, this process only).

@@ -45,7 +45,7 @@ def model_dir(tmp_path_factory):
 def cli(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     root = typer.Typer()
-    root.command("export")(export_cmd.export)
+    root.add_typer(export_cmd.app, name="export")  # REF first, setup-converter beside it
 
     @root.callback()
     def _root() -> None:  # keeps `export` a sub-command, as under the real `tuneloop`
@@ -66,6 +66,11 @@ def test_folder_export_prints_sizes_table_and_paths_and_records_rows(cli, model_
     res = cli(model_dir, "--quant", "f16,q8_0", "--ollama", "--card", "--out", out)
     assert res.exit_code == 0, res.output
     assert "Predicted sizes" in res.output and "q8_0" in res.output
+    from tuiapp.engine.export.writers import choose_writer
+
+    writer = choose_writer().name  # llama.cpp's converter where set up, else "tuneloop"
+    assert f"GGUF writer: {writer}" in res.output and f"Written by {writer};" in res.output
+    assert f"GGUF written by {writer}." in (out / "README.md").read_text()
     rows = Store(cli.home / "tuneloop.db").list_exports()
     assert {r.quant for r in rows} == {"f16", "q8_0"} and all(r.status == "ok" for r in rows)
     for r in rows:

@@ -135,6 +135,7 @@ def test_the_writer_is_recorded_in_the_row_and_the_card(converter, tmp_path):
     name = result["writer"]
     assert result["ok"] and result["files"][0]["writer"] == name
     assert store.list_exports()[0].parity["writer"] == name
+    assert store.list_models(kind="gguf")[0].meta["writer"] == name
     assert f"GGUF written by {name}." in Path(result["card"]).read_text(encoding="utf-8")
 
 

@@ -136,8 +136,8 @@ def test_sft_trains_the_tool_call_and_masks_the_tool_result(tmp_path, markers, s
     assert result in masked and result not in trained  # the tool's result
     assert reply in trained and question in masked and question not in trained
     assert f'{name}","arguments"' in trained.replace(" ", "")  # a call, not the tools list
-    if markers:  # TRL renders the row's tools= (the derived mask does not pass them yet)
-        assert '"description"' in masked
+    assert '"description"' in masked  # the row's tools= rendered on both mask paths, untrained
+    assert '"description"' not in trained
     out = trainer.train()
     assert out.global_step == 2 and out.training_loss == out.training_loss  # finite, recorded
 

@@ -169,10 +169,23 @@ def resolve_source(ref: str | int, store: Any) -> ExportSource:
 # ------------------------------------------------------------------ plan
 
 
+def _check_mergeable(source: ExportSource) -> None:
+    """Prefix and prompt tuning add no weights (train/methods.py): refused before anything loads."""
+    from tuiapp.engine.train.methods import no_merge_reason
+
+    for folder in (*source.merge_dirs, source.adapter_dir):
+        reason = no_merge_reason(folder) if folder is not None else None
+        if reason:
+            raise ExportError(f"{reason}. A GGUF file holds the weights of one model; export a run of "
+                              "a method that merges (lora, qlora, dora, ia3, bitfit, full), or compare "
+                              "this one with its base in Compare.")
+
+
 def plan_export(ref: str | int, store: Any, quants: str | Iterable[str] = ("f16",)) -> dict:
     """What an export of ``ref`` will write and the predicted bytes of each file; writes nothing."""
     names = parse_quants(quants)
     source = resolve_source(ref, store)
+    _check_mergeable(source)
     try:
         # the architecture first: refused here, before a merge loads anything
         writer = choose_writer()
@@ -299,7 +312,7 @@ def run_export(ref: str | int, store: Any, home: str | Path, quants: str | Itera
         if status == "ok":
             store.add_model(path.stem, "gguf", str(path), base_model_id=source.model_id,
                             meta={"export_id": row.id, "quant": q, "sha256": digest,
-                                  "run_id": source.run_id})
+                                  "run_id": source.run_id, "writer": writer.name})
         files.append({"quant": q, "path": str(path), "size_bytes": size,
                       "predicted_bytes": plan["predicted"][q], "sha256": digest, "status": status,
                       "reasons": report["reasons"], "figures": _key_figures(report),

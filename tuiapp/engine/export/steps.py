@@ -9,6 +9,7 @@ Q4_K -> Q5_0, ...). The fallbacks are reported, and ``predict_size`` models the 
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import shutil
 from pathlib import Path
@@ -100,10 +101,37 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     jinja = tok_source / "chat_template.jinja"
     if jinja.exists() and not (out_dir / "chat_template.jinja").exists():
         shutil.copy(jinja, out_dir / "chat_template.jinja")
+    _carry_vocab_files(out_dir, tok_source, base_dir)
     n_params = sum(p.numel() for p in merged.parameters())
     return {"path": str(out_dir), "dtype": out_dtype, "parameters": n_params,
             "tokenizer_from": str(tok_source), "dequantized": quantized,
             "start_adapters": [str(a) for a in start_adapters]}
+
+
+def _carry_vocab_files(out_dir: Path, *sources: Path) -> None:
+    """What a fast tokenizer's save_pretrained drops but llama.cpp's converter reads: the
+    SentencePiece ``tokenizer.model`` (Gemma, Phi-3, Llama-2-style converters read only it) and
+    the tokenizer class the model's own folder declares (Phi-3's converter reads a BPE vocabulary
+    only when it says GPT2Tokenizer; transformers 5 rewrites the class on save)."""
+    for name in ("tokenizer.model",):
+        source = next((src / name for src in sources if (src / name).is_file()), None)
+        if source is not None and not (out_dir / name).exists():
+            shutil.copy(source, out_dir / name)
+    declared = None
+    for src in reversed(sources):  # the base folder's own word wins over a re-saved copy
+        try:
+            declared = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8")).get(
+                "tokenizer_class") or declared
+        except (OSError, ValueError):
+            continue
+        if declared:
+            break
+    out_cfg = out_dir / "tokenizer_config.json"
+    if declared and out_cfg.is_file():
+        cfg = json.loads(out_cfg.read_text(encoding="utf-8"))
+        if cfg.get("tokenizer_class") != declared:
+            cfg["tokenizer_class"] = declared
+            out_cfg.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 # ------------------------------------------------------------------ quantize

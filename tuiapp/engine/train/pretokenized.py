@@ -33,10 +33,11 @@ def wanted(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None)) and not template_mask.has_generation_markers(tokenizer)
 
 
-def _split(tokenizer, n: int, what: str, prompt, answer, end: str) -> dict[str, list[int]]:
+def _split(tokenizer, n: int, what: str, prompt, answer, end: str, tools=None) -> dict[str, list[int]]:
     try:
         return template_mask.completion_split(tokenizer, template_mask.as_messages(prompt, "user"),
-                                              template_mask.as_messages(answer, "assistant"), end)
+                                              template_mask.as_messages(answer, "assistant"), end,
+                                              tools=tools)
     except template_mask.TemplateMaskError as exc:
         raise PretokenizeError(f"row {n} ({what}): {exc}") from None
 
@@ -46,8 +47,8 @@ def preference_rows(tokenizer, records: list[dict[str, Any]]) -> list[dict[str, 
     end = template_mask.end_of_turn(tokenizer)
     rows = []
     for n, r in enumerate(records, 1):
-        chosen = _split(tokenizer, n, "chosen", r["prompt"], r["chosen"], end)
-        rejected = _split(tokenizer, n, "rejected", r["prompt"], r["rejected"], end)
+        chosen = _split(tokenizer, n, "chosen", r["prompt"], r["chosen"], end, r.get("tools"))
+        rejected = _split(tokenizer, n, "rejected", r["prompt"], r["rejected"], end, r.get("tools"))
         rows.append({"prompt_ids": chosen["prompt_ids"], "chosen_ids": chosen["completion_ids"],
                      "rejected_ids": rejected["completion_ids"], "chosen_mask": chosen["completion_mask"],
                      "rejected_mask": rejected["completion_mask"]})
@@ -59,7 +60,7 @@ def kto_rows(tokenizer, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     end = template_mask.end_of_turn(tokenizer)
     rows = []
     for n, r in enumerate(records, 1):
-        split = _split(tokenizer, n, "completion", r["prompt"], r["completion"], end)
+        split = _split(tokenizer, n, "completion", r["prompt"], r["completion"], end, r.get("tools"))
         rows.append({"prompt_ids": split["prompt_ids"], "completion_ids": split["completion_ids"],
                      "answer_mask": split["completion_mask"], "label": bool(r["label"])})
     return rows
@@ -70,8 +71,8 @@ def reward_rows(tokenizer, records: list[dict[str, Any]]) -> list[dict[str, list
     end = template_mask.end_of_turn(tokenizer)
     rows = []
     for n, r in enumerate(records, 1):
-        chosen = _split(tokenizer, n, "chosen", r["prompt"], r["chosen"], end)
-        rejected = _split(tokenizer, n, "rejected", r["prompt"], r["rejected"], end)
+        chosen = _split(tokenizer, n, "chosen", r["prompt"], r["chosen"], end, r.get("tools"))
+        rejected = _split(tokenizer, n, "rejected", r["prompt"], r["rejected"], end, r.get("tools"))
         rows.append({"chosen_ids": chosen["prompt_ids"] + chosen["completion_ids"],
                      "rejected_ids": rejected["prompt_ids"] + rejected["completion_ids"]})
     return rows

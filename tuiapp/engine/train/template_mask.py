@@ -68,30 +68,31 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def _render(tokenizer, messages, generation_prompt: bool = False) -> str:
+def _render(tokenizer, messages, generation_prompt: bool = False, tools=None) -> str:
     if not messages:
         return ""
+    extra = {"tools": tools} if tools else {}  # the row's tool definitions, as TRL passes them
     return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+                                         add_generation_prompt=generation_prompt, **extra)
 
 
 def assistant_spans(tokenizer, messages: list[dict[str, Any]], end_text: str | None = None,
-                    first: int = 0) -> tuple[str, list[tuple[int, int]]]:
+                    first: int = 0, tools=None) -> tuple[str, list[tuple[int, int]]]:
     """(full rendered text, character spans of every assistant turn's own text through its
     end-of-turn). ``end_text``: ``end_of_turn(tokenizer)``, passed in to derive it once per dataset.
     ``first``: turns before it are context only (a preference prompt): they are neither trained
     nor required to render the same once later turns exist, as long as the render grows."""
     end_text = end_of_turn(tokenizer) if end_text is None else end_text
     spans: list[tuple[int, int]] = []
-    previous = _render(tokenizer, messages[:first])
+    previous = _render(tokenizer, messages[:first], tools=tools)
     for i, message in enumerate(messages[first:], first):
-        through = _render(tokenizer, messages[: i + 1])
+        through = _render(tokenizer, messages[: i + 1], tools=tools)
         if not through.startswith(previous):
             raise TemplateMaskError(
                 f"turn {i + 1} ({message.get('role')}): the template rewrites earlier turns when "
                 "a turn is added, so the assistant's tokens cannot be located")
         if message.get("role") == "assistant":
-            prompt = _render(tokenizer, messages[:i], generation_prompt=True)
+            prompt = _render(tokenizer, messages[:i], generation_prompt=True, tools=tools)
             if not through.startswith(prompt):
                 raise TemplateMaskError(
                     f"turn {i + 1} (assistant): the rendered turn does not follow the template's "
@@ -119,9 +120,11 @@ def _encode_masked(tokenizer, text: str, spans: list[tuple[int, int]], shift: in
 
 
 def tokenize_with_mask(tokenizer, messages: list[dict[str, Any]],
-                       max_length: int | None = None, end_text: str | None = None) -> dict[str, list[int]]:
-    """{"input_ids", "assistant_masks"} for one conversation (1 = the assistant's token)."""
-    text, spans = assistant_spans(tokenizer, messages, end_text)
+                       max_length: int | None = None, end_text: str | None = None,
+                       tools=None) -> dict[str, list[int]]:
+    """{"input_ids", "assistant_masks"} for one conversation (1 = the assistant's token);
+    ``tools``: the row's tool definitions, rendered (and masked) where the template puts them."""
+    text, spans = assistant_spans(tokenizer, messages, end_text, tools=tools)
     ids, mask = _encode_masked(tokenizer, text, spans)
     if max_length:
         ids, mask = ids[:max_length], mask[:max_length]
@@ -135,12 +138,13 @@ def needs_derived_mask(tokenizer, conversational: bool, assistant_only_loss: boo
 def tokenize_records(tokenizer, records: list[dict[str, Any]], max_length: int | None = None):
     """Pre-tokenized rows for TRL (it builds labels from ``assistant_masks``)."""
     end = end_of_turn(tokenizer)
-    return [tokenize_with_mask(tokenizer, r["messages"], max_length, end) for r in records]
+    return [tokenize_with_mask(tokenizer, r["messages"], max_length, end, tools=r.get("tools"))
+            for r in records]
 
 
 def completion_split(tokenizer, prompt_messages: list[dict[str, Any]],
                      completion_messages: list[dict[str, Any]],
-                     end_text: str | None = None) -> dict[str, list[int]]:
+                     end_text: str | None = None, tools=None) -> dict[str, list[int]]:
     """{"prompt_ids", "completion_ids", "completion_mask"} of one prompt and its answer.
 
     The prompt ids are the prompt rendered with the generation prompt and tokenized alone: the
@@ -151,9 +155,9 @@ def completion_split(tokenizer, prompt_messages: list[dict[str, Any]],
     if not prompt_messages or not completion_messages:
         raise TemplateMaskError("the row needs both a prompt and a completion")
     end_text = end_of_turn(tokenizer) if end_text is None else end_text
-    prompt_text = _render(tokenizer, prompt_messages, generation_prompt=True)
+    prompt_text = _render(tokenizer, prompt_messages, generation_prompt=True, tools=tools)
     text, spans = assistant_spans(tokenizer, list(prompt_messages) + list(completion_messages), end_text,
-                                  first=len(prompt_messages))
+                                  first=len(prompt_messages), tools=tools)
     if not text.startswith(prompt_text):
         raise TemplateMaskError(
             f"the completion ({completion_messages[0].get('role')}) does not follow the template's "
@@ -196,12 +200,13 @@ def first_unmaskable(tokenizer, records: list[dict[str, Any]]) -> tuple[int, str
     for n, record in enumerate(records, 1):
         for what, prompt, completion in _row_checks(record):
             try:
+                tools = record.get("tools")
                 if prompt is None:
-                    _, spans = assistant_spans(tokenizer, completion, end)
+                    _, spans = assistant_spans(tokenizer, completion, end, tools=tools)
                     if not spans and any(m.get("role") == "assistant" for m in completion):
                         return n, "no assistant text was found in the rendered conversation"
                 else:
-                    completion_split(tokenizer, prompt, completion, end)
+                    completion_split(tokenizer, prompt, completion, end, tools=tools)
             except TemplateMaskError as exc:
                 return n, str(exc) if what == "conversation" else f"{what}: {exc}"
             except Exception as exc:  # noqa: BLE001 - a template that raises is a refusal too
