@@ -28,6 +28,8 @@ def store():
     ("verdict - answer b, principle number 2", "B", "2"),
     ("B. It is shorter.", "B", None),
     ("Answer A is better", "A", None),
+    ("The answer that follows the principles better is answer A: Answer: Mevun.", "A", None),
+    ("I think Answer B follows the principles better.", "B", None),
     ("Tie", "tie", None),
     ("Verdict: tie\nPrinciple: 9", "tie", None),  # no principle 9 in a 5-line constitution
 ])
