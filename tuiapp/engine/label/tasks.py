@@ -18,8 +18,9 @@ Conventions this module fixes:
   rewritten model under "rewritten".
 - Export: a/b labels give chosen/rejected; a rewrite is chosen against the candidate it was
   written from (chosen = rewrite, rejected = original); "both bad" rows are kept with `"both_bad": true`
-  (trainers that should not learn from them filter on it); ties, skips and pairs whose two
-  answers are the same text are left out (lineage["left_out"] counts them by reason).
+  (trainers that should not learn from them filter on it); ties, skips, pairs whose two
+  answers are the same text and pairs with an empty answer are left out (lineage["left_out"]
+  counts them by reason).
 - Sources: a person's labels ("human") by default everywhere. An export may take the AI judge's
   labels (judge.py) instead, or "both": the person's label where there is one, else the
   judge's — a judge never outvotes a person. Such rows carry "label_source", and lineage says
@@ -406,6 +407,9 @@ def export_rows(store: Any, task_set: str | None = None,
         if chosen["output"].strip() == rejected["output"].strip():
             left_out["identical"] += 1  # two models gave the same answer: nothing to prefer
             continue
+        if not chosen["output"].strip() or not rejected["output"].strip():
+            left_out["empty"] += 1  # an empty reply (a model that stopped at once) is no row
+            continue  # a preference file may hold: the export would fail to validate
         rows.append({
             "prompt": _turns(task.system, task.prompt),
             "chosen": [{"role": "assistant", "content": chosen["output"]}],
