@@ -94,14 +94,28 @@ class Runner:
             parent_run_id=getattr(report, "parent_run_id", None))
         run_dir = self.runs_dir / str(run.id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_job(run_dir, {
-            "run_id": run.id, "kind": config.kind, "config": config.to_dict(),
+        self._write_job(run_dir, self._job(config, report, run.id))
+        return self.store.update_run(run.id, output_dir=str(run_dir))
+
+    def _job(self, config: Any, report: Any, run_id: int | None) -> dict[str, Any]:
+        return {
+            "run_id": run_id, "kind": config.kind, "config": config.to_dict(),
             "algorithm": self.algorithms[config.kind], "dataset_path": report.dataset_path,
             "base_model_path": report.base_model, "resume_from": None,
             # alignment jobs: where the policy starts (policy.StartPoint), read by the child
             "start": getattr(report, "start", None),
-        })
-        return self.store.update_run(run.id, output_dir=str(run_dir))
+        }
+
+    def prepare_launch(self, config: Any, report: Any, name: str | None = None) -> Path:
+        """A job folder a cluster scheduler starts itself (``tuneloop train --print-launch``):
+        job.json as submit writes it, but no queued row, so no local poll ever starts it. The
+        folder fills like a run's (events.jsonl, logs/, checkpoints, final/)."""
+        if config.kind not in self.algorithms:
+            raise ValueError(f"no training algorithm for {config.kind!r} jobs in this version")
+        folder = self.home / "launch" / (name or time.strftime(f"{config.kind}-%Y%m%d-%H%M%S"))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_job(folder, self._job(config, report, None))
+        return folder
 
     def start_next(self) -> Any | None:
         """Start the oldest queued run as a child process unless a run is already running."""
