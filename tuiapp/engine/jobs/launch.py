@@ -214,6 +214,28 @@ def start_rank(run_dir: Path, rank: int) -> None:
     _write_rank(run_dir, rank, {"rank": rank, "pid": os.getpid(), "started": time.time()})
 
 
+def share_dataset_cache(run_dir: Path) -> None:
+    """In-memory ``datasets`` (our rows go through ``Dataset.from_list``) put map results in a
+    per-process temp folder under a random name. TRL's DPO pre-computation writes the reference
+    log-probs on rank 0 and has every rank read them back by the fingerprint it broadcast, so
+    rank 1 looks in its own empty temp folder and fails. In a rank, such caches go to one folder
+    of the run under the fingerprint's name instead: the same path on every rank. Writes there
+    are atomic (datasets writes a temp file and renames it) and same-fingerprint contents equal."""
+    from datasets import arrow_dataset
+    from datasets.fingerprint import is_caching_enabled
+
+    folder = logs_dir(run_dir) / "datasets-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    original = arrow_dataset.Dataset._get_cache_file_path
+
+    def shared_path(self, fingerprint):
+        if is_caching_enabled() and self.cache_files:
+            return original(self, fingerprint)
+        return str(folder / f"cache-{fingerprint}.arrow")
+
+    arrow_dataset.Dataset._get_cache_file_path = shared_path
+
+
 def end_rank(run_dir: Path, rank: int, code: int, error: dict[str, Any] | None = None) -> None:
     info = read_rank(run_dir, rank) or {"rank": rank, "pid": os.getpid()}
     info.update(exit=code, ended=time.time(), **({"error": error} if error else {}))
