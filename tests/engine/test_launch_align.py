@@ -83,6 +83,8 @@ def test_two_ranks_match_one_process(store, home, tiny_model, pref_file, kind):
     assert one.status == "completed", one.error
     a, b = losses(store, two.id), losses(store, one.id)
     assert sorted(a) == sorted(b) == list(range(1, 9))
-    assert max(abs(a[s] - b[s]) for s in a) < 2e-3, (a, b)
+    worst = max(abs(a[s] - b[s]) for s in a)
+    print(f"{kind} 2 ranks vs 1 process: max |loss diff| over 8 steps = {worst:.2e}")
+    assert worst < 2e-3, (a, b)
     assert a[8] < a[1]
     assert (Path(two.output_dir) / "logs" / "rank-1.stderr.log").exists()

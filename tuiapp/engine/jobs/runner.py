@@ -150,7 +150,8 @@ class Runner:
         finally:
             log.close()
         self._procs[run.id] = proc
-        self._progress[run.id] = {"step": 0, "total_steps": None, "eta_s": None}
+        self._progress[run.id] = {"step": 0, "total_steps": None, "eta_s": None,
+                                  "world_size": _world(run)}
         return self.store.update_run(run.id, status="running", pid=proc.pid, error=None)
 
     def command(self, run: Any) -> list[str]:
@@ -229,7 +230,8 @@ class Runner:
         offset = int(self.store.get_meta(key, 0) or 0)
         events, new_offset = read_jsonl_events(Path(run.output_dir) / "events.jsonl", offset)
         terminal = None
-        prog = self._progress.setdefault(run.id, {"step": 0, "total_steps": None, "eta_s": None})
+        prog = self._progress.setdefault(run.id, {"step": 0, "total_steps": None, "eta_s": None,
+                                                  "world_size": _world(run)})
         for ev in events:
             kind = ev.get("event")
             if kind == "metrics":
@@ -291,7 +293,8 @@ class Runner:
                    f"{Path(run.output_dir) / 'child.log'}") if rc else VANISHED.format(id=run.id))
 
     def progress(self, run_id: int) -> dict[str, Any]:
-        """Latest step, total, ETA, loss, tokens/s, phase and checkpoint seen by this runner."""
+        """Latest step, total, ETA, loss, tokens/s, phase, checkpoint and world size (processes
+        of the job) seen by this runner."""
         return dict(self._progress.get(run_id, {}))
 
     # ---------------------------------------------------------------- cancel, resume, recover
