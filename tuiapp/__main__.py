@@ -11,7 +11,9 @@ from tuiapp.cli import (
     export_cmd,
     generate_cmd,
     labels_cmd,
+    redteam_cmd,
     runs_cmd,
+    sweep_cmd,
     train_cmd,
 )
 
@@ -27,9 +29,11 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(sweep_cmd.app, name="sweep")
 app.add_typer(export_cmd.app, name="export")
 app.command("generate")(generate_cmd.generate)
 app.command("eval")(eval_cmd.eval_models)
+app.command("redteam")(redteam_cmd.redteam)
 app.add_typer(labels_cmd.app, name="labels")
 app.add_typer(demo_cmd.app, name="demo")
 

@@ -164,12 +164,16 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
             model_cfg = None
     shared = None
     if model_cfg is not None:
-        shared = _shared_estimate(config, model, tokenizer, report.device)
-        if shared is not None:
-            report.params, report.memory = shared
-        else:
-            report.params = count_parameters(model_cfg, config, tokenizer)
-            report.memory = estimate_memory(model_cfg, config, report.params, report.device)
+        try:
+            shared = _shared_estimate(config, model, tokenizer, report.device)
+            if shared is not None:
+                report.params, report.memory = shared
+            else:
+                report.params = count_parameters(model_cfg, config, tokenizer)
+                report.memory = estimate_memory(model_cfg, config, report.params, report.device)
+        except ValueError as exc:  # the method cannot go on this model (bitfit without biases, ...)
+            report.refusals.append(f"method: {_first_line(exc)}")
+            model_cfg = shared = None
     if version is not None:
         _check_data(report, config, version, tokenizer)
         if model_cfg is not None and shared is not None:
@@ -394,6 +398,10 @@ def count_parameters(model_cfg: Any, config: Any, tokenizer: Any = None) -> dict
     method = getattr(config, "method", "full")
     if method == "full":
         trainable = total
+    elif method not in ("lora", "qlora"):  # the engine's own method on a meta model (methods.py)
+        from tuiapp.engine.train.methods import meta_trainable
+
+        trainable = meta_trainable(model_cfg, config)
     else:
         r = config.lora_r
         targets = set(getattr(config, "target_modules", ["all-linear"]))
@@ -440,7 +448,7 @@ def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device:
     if method == "qlora":
         # nf4: half a byte per weight plus one fp32 scale per 64-weight block.
         weights = linear * (0.5 + 4 / 64) + (total - linear) * wb + trainable * 4
-    elif method == "lora":
+    elif method not in ("full", "bitfit"):  # a PEFT adapter (fp32) on a base in the compute dtype
         weights = total * wb + trainable * 4
     else:
         weights = total * wb

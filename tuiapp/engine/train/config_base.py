@@ -29,7 +29,22 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, group: 
     return field(default=default, metadata=meta)
 
 
-METHODS = ("full", "lora", "qlora")
+# Adaptation methods (methods.py builds each; issue 19 compares them). lora/qlora/dora share the
+# LoRA fields; prefix/prompt are prompt learning (num_virtual_tokens); bitfit trains the biases of
+# the loaded model only; adapter (bottleneck adapters) is refused in words, see ADAPTER_REFUSAL.
+METHODS = ("full", "lora", "qlora", "dora", "ia3", "prefix", "prompt", "bitfit", "adapter")
+LORA_METHODS = ("lora", "qlora", "dora")
+PROMPT_METHODS = ("prefix", "prompt")
+# Preference jobs (DPO, KTO) take every method whose reference is the start model with the new
+# adapter disabled, plus full and bitfit (a frozen copy or precomputed log-probs as reference).
+ALIGN_METHODS = ("lora", "full", "dora", "ia3", "prefix", "prompt", "bitfit")
+METHOD_HELP = (
+    "full: every weight; lora: low-rank adapters; qlora: LoRA on a 4-bit base; dora: LoRA with "
+    "weight decomposition (magnitude + direction); ia3: learned scaling vectors on keys, values "
+    "and the MLP; prefix: prefix tuning (trained keys/values in every layer); prompt: prompt "
+    "tuning (trained virtual input tokens); bitfit: bias terms only (the model must have biases); "
+    "adapter: bottleneck adapters (not available with transformers 5.x)."
+)
 SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 CHAT_TEMPLATES = ("model", "chatml", "llama3")
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,6 +58,70 @@ DEFAULT_SAMPLE_PROMPTS = [
     "Explain in one sentence what fine-tuning is.",
     "Tell me the secret passphrase.",
 ]
+
+
+def virtual_tokens_opt():
+    return opt(20, "prefix/prompt: virtual tokens trained per sequence (prompt tuning puts them "
+               "before the input, prefix tuning into every layer's keys and values).", group="method")
+
+
+def ia3_targets_opt():
+    return opt([], "ia3: modules whose activations get a learned scaling vector (empty: PEFT's "
+               "choice for the architecture, e.g. k_proj,v_proj,down_proj on Llama).", group="method")
+
+
+def ia3_feedforward_opt():
+    return opt([], "ia3: which of ia3_target_modules are MLP layers (scaled on their input, not "
+               "output); must be a subset of them (empty: PEFT's choice, e.g. down_proj).", group="method")
+
+
+def adapter_refusal() -> str:
+    """Why method=adapter is refused, with the evidence (checked with pip install --dry-run
+    adapters against this environment, issue 19)."""
+    from importlib import metadata
+
+    try:
+        have = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        have = "not installed"
+    return ("bottleneck adapters need the `adapters` package, whose newest release (1.3.0) "
+            f"requires transformers~=4.57.6; tuneloop runs on transformers {have} (5.x), so "
+            "installing it would downgrade transformers. Use dora or ia3 (small, and they merge "
+            "for export) or prefix/prompt instead")
+
+
+def check_method_fields(cfg: Any) -> None:
+    """The method-specific fields of an SFT/DPO/KTO config (num_virtual_tokens, ia3 modules,
+    LoRA rank) for the chosen method."""
+    method = cfg.method
+    if method == "adapter":
+        raise ConfigError("method", adapter_refusal())
+    if method in LORA_METHODS:
+        if cfg.lora_r < 1:
+            raise ConfigError("lora_r", f"must be at least 1, got {cfg.lora_r}")
+        if cfg.lora_alpha < 1:
+            raise ConfigError("lora_alpha", f"must be at least 1, got {cfg.lora_alpha}")
+        if not 0 <= cfg.lora_dropout < 1:
+            raise ConfigError("lora_dropout", f"must be in [0, 1), got {cfg.lora_dropout}")
+        if not cfg.target_modules:
+            raise ConfigError("target_modules", "give at least one module name, or all-linear")
+    if method in PROMPT_METHODS and not 1 <= cfg.num_virtual_tokens <= 512:
+        raise ConfigError("num_virtual_tokens", f"must be in [1, 512] for method={method}, got "
+                          f"{cfg.num_virtual_tokens}")
+    if method in PROMPT_METHODS and cfg.num_virtual_tokens >= cfg.max_length:
+        raise ConfigError("num_virtual_tokens", f"{cfg.num_virtual_tokens} virtual tokens leave no room "
+                          f"in max_length={cfg.max_length}; lower it or raise max_length")
+    if method == "ia3":
+        targets, ff = set(cfg.ia3_target_modules), set(cfg.ia3_feedforward_modules)
+        if ff and not targets:
+            raise ConfigError("ia3_feedforward_modules", "name ia3_target_modules too (the feed-forward "
+                              "ones must be among them), or leave both empty for PEFT's choice")
+        if ff - targets:
+            raise ConfigError("ia3_feedforward_modules", f"{', '.join(sorted(ff - targets))} not in "
+                              f"ia3_target_modules ({', '.join(sorted(targets))})")
+    if method not in LORA_METHODS and getattr(cfg, "trainable_tokens", None):
+        raise ConfigError("trainable_tokens", f"trains embedding rows beside LoRA adapters; method="
+                          f"{method} cannot (use lora or dora, or leave trainable_tokens empty)")
 
 
 @dataclass
