@@ -296,3 +296,21 @@ def test_cancel_stops_every_rank_and_resume_keeps_the_world_size(store, home, ti
         runner.resume(run.id, num_processes=1)
     again = runner.resume(run.id)
     assert again.config["num_processes"] == 2 and again.resumed_from == run.id
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_no_rank_behind(store, home, tiny_model, sft_file):
+    from tuiapp.engine.jobs.launch import _alive
+
+    runner = make_runner(store, home)
+    run = runner.submit(sft_config(tiny_model, sft_file, num_processes=2, max_steps=100000,
+                                   save_steps=100000))
+    started = runner.start_next()
+    logs = Path(run.output_dir) / "logs"
+    wait_for(lambda: (runner.poll() or True) and runner.progress(run.id).get("step", 0) >= 1,
+             what="a step")
+    ranks = [json.loads((logs / f"rank-{r}.json").read_text())["pid"] for r in (0, 1)]
+    os.kill(started.pid, signal.SIGKILL)  # torchrun's agent gets no chance to stop its workers
+    done = runner.wait(run.id, interval=0.3, timeout=120)
+    assert done.status == "interrupted" and "launcher was killed by SIGKILL" in done.error
+    wait_for(lambda: not any(_alive(p) for p in ranks), timeout=30, what="ranks stopped")

@@ -287,6 +287,12 @@ class Runner:
             return self.store.update_run(run.id, status="failed", error=reason)
         if terminal is not None:
             return self._finish(run, terminal)
+        if rc is not None and rc < 0:
+            sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
+            return self.store.update_run(
+                run.id, status="interrupted",
+                error=f"the process group's launcher was killed by {sig}; its ranks were "
+                      f"stopped; resume it with `tuneloop runs resume {run.id}`")
         return self.store.update_run(
             run.id, status="failed" if rc else "interrupted",
             error=(f"the process group exited with code {rc} without a result; see "
