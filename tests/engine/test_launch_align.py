@@ -1,6 +1,7 @@
 """DPO and reward models on two gloo ranks (issue 21): the per-step loss equals one process
-with twice the per-device batch, through the runner's accelerate launch path. Slow: each test
-starts a real 2-rank process group and a 1-process run of a tiny Llama."""
+with twice the per-device batch, through the runner's accelerate launch path; GRPO completes on
+two ranks (its sampling differs per rank, so no equality). Slow: each test starts a real 2-rank
+process group of a tiny Llama."""
 
 from __future__ import annotations
 
@@ -88,3 +89,28 @@ def test_two_ranks_match_one_process(store, home, tiny_model, pref_file, kind):
     assert worst < 2e-3, (a, b)
     assert a[8] < a[1]
     assert (Path(two.output_dir) / "logs" / "rank-1.stderr.log").exists()
+
+
+@pytest.mark.slow
+def test_grpo_runs_on_two_ranks(store, home, tiny_model, tmp_path):
+    from tuiapp import paths
+    from tuiapp.engine.train.config import GRPOJobConfig
+
+    lines = (paths.DEMO_DIR / "eval_heldout.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = GRPOJobConfig(base_model=str(tiny_model), dataset=str(prompts), max_steps=2,
+                        batch_size=2, num_generations=2, max_completion_length=6,
+                        learning_rate=1e-3, lora_r=4, lora_alpha=8, logging_steps=1,
+                        save_steps=100, sample_prompts=[], max_length=64, warmup_ratio=0.0,
+                        eval_split=0.0, device="cpu", num_processes=2)
+    from tuiapp.engine.jobs.runner import Runner
+
+    runner = Runner(store, home, algorithms={"grpo": "tuiapp.engine.train.rl:train_grpo"},
+                    env=CHILD_ENV)
+    run = runner.submit(cfg)
+    runner.start_next()
+    done = runner.wait(run.id, interval=0.3, timeout=600)
+    assert done.status == "completed", done.error
+    assert sorted(losses(store, run.id)) == [1, 2]
+    assert any(m.name.startswith("reward") for m in store.metrics(run.id))
