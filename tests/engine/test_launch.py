@@ -189,6 +189,15 @@ def test_more_processes_than_gpus_is_refused(sft_file, monkeypatch):
     assert report.refusals and "2 processes need 2 GPUs but 1 is visible" in report.refusals[0]
 
 
+def test_steps_count_the_examples_every_rank_takes(sft_file):
+    from tuiapp.engine.jobs.launch import check_processes
+
+    report = _Report("cpu")
+    report.steps = 9  # one process: 9 steps of batch_size x grad_accum examples
+    check_processes(report, sft_config("demo", sft_file, num_processes=2, max_steps=-1))
+    assert report.steps == 5 and report.distributed["global_batch"] == 4
+
+
 def test_sharded_memory_per_device(sft_file):
     from tuiapp.engine.jobs.launch import share_memory
 
