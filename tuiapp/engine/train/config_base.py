@@ -195,8 +195,9 @@ class CommonTrainConfig:
         "there, else no).", MIXED_PRECISION, group="distributed",
     )
     accelerate_config: str = opt(
-        "", "Your own accelerate config YAML (from `accelerate config`), passed as --config_file; "
-        "num_processes, distributed and mixed_precision above still win.", group="distributed",
+        "", "Your own accelerate config YAML (from `accelerate config`), passed as --config_file "
+        "when num_processes > 1; num_processes, distributed and mixed_precision above still "
+        "win.", group="distributed",
     )
 
     kind: typing.ClassVar[str] = ""
