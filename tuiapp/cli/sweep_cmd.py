@@ -113,7 +113,7 @@ def sweep(
     code = 0
     if run_now:
         code = _run_all(runner, sweep_row.id, runs, console)
-        if code == 0 and prompts:
+        if code != 130 and prompts:  # a failed point leaves the others worth scoring
             _evaluate(ctx, ws, sweep_row.id, None, eval_limit, console)
     else:
         console.print("queued; they start one by one when nothing else is running and tuneloop "
@@ -155,7 +155,8 @@ def _run_all(runner: Any, sweep_id: int, runs: list[Any], console: Console) -> i
     sweep = runner.store.get_sweep(sweep_id)
     worst = 0
     for i, run in enumerate(runs):
-        point = {k: run.config.get(k) for k, _ in sweep.grid}
+        point = ((sweep.details.get("preflight") or {}).get(str(run.id)) or {}).get("point") \
+            or {k: run.config.get(k) for k, _ in sweep.grid}
         console.print(f"[bold]sweep {sweep_id}[/]: run {i + 1} of {len(runs)} "
                       f"({point_label(point)})")
         runner.start_next()
@@ -250,7 +251,7 @@ def run_queued(
         code = _run_all(runner, sweep_id, queued, console)
     else:
         console.print(f"sweep {sweep_id} has no queued runs")
-    if code == 0 and (prompts or sweep_row.prompts):
+    if code != 130 and (prompts or sweep_row.prompts):
         _evaluate(ctx, ws, sweep_id, prompts, eval_limit, console)
     _show(ws.store, sweep_id, False)
     raise typer.Exit(code)
