@@ -252,6 +252,13 @@ def run_result(run: Any) -> dict[str, Any]:
     return done[-1] if done else {}
 
 
+def _ranked_methods() -> tuple[str, ...]:
+    """The methods whose size is set by lora_r (the config names them once it has more)."""
+    from tuiapp.engine.train import config_base
+
+    return tuple(getattr(config_base, "LORA_METHODS", ("lora", "qlora")))
+
+
 def headline_scorer(scorers: Sequence[str]) -> str | None:
     for name in HEADLINE_SCORERS:
         if name in scorers:
@@ -282,7 +289,7 @@ def sweep_table(store: Any, sweep_id: int) -> list[dict[str, Any]]:
             "run_id": run.id, "status": run.status, "device": est.get("device"),
             "point": est.get("point") or {k: cfg.get(k) for k, _ in sweep.grid},
             "method": method,
-            "lora_r": cfg.get("lora_r") if method not in (None, "full") else None,
+            "lora_r": cfg.get("lora_r") if method in _ranked_methods() else None,
             "trainable_params": trainable if trainable is not None else est.get("trainable_params"),
             "trainable_source": "run" if trainable is not None else ("pre-flight" if est else None),
             "total_params": done.get("total_params") or est.get("total_params"),
