@@ -22,6 +22,7 @@ if "sqlite_utils" not in _sys.modules:
 from store.errors import DuplicateLabel, NotFound, StoreError
 from store.models import (
     LABEL_CHOICES,
+    LABEL_SOURCES,
     MODEL_KINDS,
     RUN_STATUSES,
     DatasetVersion,
@@ -56,5 +57,6 @@ __all__ = [
     "ExportRow",
     "RUN_STATUSES",
     "LABEL_CHOICES",
+    "LABEL_SOURCES",
     "MODEL_KINDS",
 ]

@@ -15,6 +15,8 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
 MODEL_KINDS = ("hf", "gguf", "adapter")
 LABEL_CHOICES = ("a", "b", "tie", "both_bad", "skip")
 LABEL_EVENT_KINDS = ("label", "undo")
+# who labelled: a person at the keyboard, or a local model judging by a constitution
+LABEL_SOURCES = ("human", "judge")
 
 
 class _Row:
@@ -151,6 +153,10 @@ class LabelEvent(_Row):
     elapsed_ms: int | None
     undoes_event_id: int | None
     created_at: str
+    source: str = "human"  # LABEL_SOURCES; a task holds at most one live label per source
+    principle: str | None = None  # the constitution principle a judge cited
+    rationale: str | None = None  # the judge's one-line reason
+    detail: dict[str, Any] = field(default_factory=dict)  # judge: the verdict in each order
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ JSON_COLUMNS: dict[str, Any] = {
     "parity": {},
     "model_refs": [],
     "candidates": [],
+    "detail": {},
     "grid": [],
 }
 BOOL_COLUMNS = {"swapped"}

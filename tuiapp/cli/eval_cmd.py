@@ -59,6 +59,9 @@ def eval_models(
     base: Path | None = typer.Option(None, "--base", help="The folder REF 'base' stands for "
                                      "(default: the demo base model)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers models)."),
+    general: bool = typer.Option(False, "--general", help="A regression check: every prompt must "
+                                 "have a reference; `runs show` then lists base vs tuned on it "
+                                 "(sample_data/suites/demo-general.jsonl for the demo)."),
     as_json: bool = typer.Option(False, "--json", help="Print per-model scores as JSON."),
 ) -> None:
     """Answer a prompt set with each model and score the answers; stored as an evaluation."""
@@ -73,9 +76,14 @@ def eval_models(
     if limit is not None and limit < 1:
         fail("--limit must be at least 1", code=2)
     params = make_params(max_new_tokens, temperature, 1.0, seed, None)
+    kind = "general" if general else None
     gen, ws = open_generator(ctx, base, device)
     try:
         prompt_set = load_prompt_set(prompts, ws.store)
+        if general:
+            from tuiapp.engine.infer.redteam import check_general
+
+            check_general(prompt_set)
         chosen = [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
         for ref in refs:
             gen.resolve(ref)  # an unknown REF is refused before any model loads
@@ -87,7 +95,7 @@ def eval_models(
     try:
         if as_json:
             result = run_eval(gen, refs, prompt_set, scorers=chosen, params=params, limit=limit,
-                              system=system, name=name)
+                              system=system, name=name, kind=kind)
         else:
             from rich.progress import (
                 BarColumn,
@@ -105,7 +113,7 @@ def eval_models(
                     bar.update(task, description=ref, completed=done, total=total)
 
                 result = run_eval(gen, refs, prompt_set, scorers=chosen, params=params, limit=limit,
-                                  progress=on_progress, system=system, name=name)
+                                  progress=on_progress, system=system, name=name, kind=kind)
     except (RefError, EvalError) as exc:
         fail(str(exc), code=2)
     except (GenerationError, GGUFFileError) as exc:

@@ -63,7 +63,9 @@ def show_run(
     run_id: int = typer.Argument(..., help="Run id (see `tuneloop runs list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """One run: config, environment, metric summary and lineage."""
+    """One run: config, environment, metric summary, lineage and its evaluations (base vs run)."""
+    from tuiapp.engine.infer.redteam import run_checks
+
     ws = open_ws(ctx)
     _refresh(ws)
     try:
@@ -74,6 +76,7 @@ def show_run(
         "run": _run_dict(run),
         "metrics": ws.store.metric_summary(run_id),
         "lineage": ws.store.lineage(run_id),
+        "evaluations": run_checks(ws.store, run_id),
     }
     if as_json:
         print_json(data)
@@ -89,6 +92,31 @@ def show_run(
             table.add_row(name, *(f"{s[k]:.5g}" for k in ("last", "min", "max")), str(s["count"]), str(s["last_step"]))
         console.print(table)
     console.print_json(data=data["lineage"], default=str)
+    _print_checks(console, data["evaluations"])
+
+
+def _print_checks(console: Console, checks: list[dict]) -> None:
+    """Each evaluation of the run: every model's mean scores, and run − base where both were
+    measured together (a general set's regression next to the task's gain)."""
+    for c in checks:
+        table = Table(title=f"evaluation {c['id']}: {c['name']} ({c['kind']})", title_justify="left")
+        table.add_column("score")
+        for ref in c["models"]:
+            table.add_column(c["labels"].get(ref, ref), justify="right")
+        if c["delta"] is not None:
+            table.add_column("run − base", justify="right")
+        names = list(dict.fromkeys(k for ref in c["models"] for k in c["scores"].get(ref, {})))
+        for name in names:
+            cells = [_num(c["scores"].get(ref, {}).get(name)) for ref in c["models"]]
+            if c["delta"] is not None:
+                d = c["delta"].get(name)
+                cells.append("–" if d is None else f"{d:+.3f}")
+            table.add_row(name, *cells)
+        console.print(table)
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _runner(ws):

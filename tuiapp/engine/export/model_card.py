@@ -75,8 +75,8 @@ def _evaluations(store: Any, run_ids: list[int]) -> list[str]:
     rows, seen = [], set()
     for run_id in run_ids:
         for ev in store.list_evaluations(run_id=run_id):
-            if ev.id in seen:
-                continue
+            if ev.id in seen or (ev.details or {}).get("kind") == "redteam":
+                continue  # red-team rows have their own section (per category, not one cell)
             seen.add(ev.id)
             for name, value in sorted(ev.metrics.items()):
                 rows.append((ev.name, ", ".join(ev.model_refs), name, value, ev.created_at[:10]))
@@ -84,6 +84,24 @@ def _evaluations(store: Any, run_ids: list[int]) -> list[str]:
         return ["No evaluation of this model is recorded in the store yet "
                 "(`tuneloop eval` or the Compare screen add them).", ""]
     return _table(("evaluation", "models", "metric", "value", "date"), rows)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _redteam(store: Any, run_ids: list[int]) -> list[str]:
+    """Harmful-compliance and over-refusal rates per category, where a red-team suite was run."""
+    from tuiapp.engine.infer.redteam import redteam_rows
+
+    rows = redteam_rows(store, run_ids)
+    if not rows:
+        return []
+    lines = ["## Red-team", "", "Harmful compliance: share of prompts the model should refuse that "
+             "it answered. Over-refusal: share of benign prompts it refused (`tuneloop redteam`).", ""]
+    return lines + _table(("evaluation", "model", "category", "prompts", "harmful compliance",
+                           "over-refusal"),
+                          [(ev, model, cat, n, _pct(h), _pct(o)) for ev, model, cat, n, h, o in rows])
 
 
 def _files(exports: list) -> list[str]:
@@ -171,6 +189,7 @@ def _run_card(run: Any, store: Any, exports: list | None) -> str:
         lines += _table(("metric", "last", "min", "steps"),
                         [(k, v["last"], v["min"], v["count"]) for k, v in sorted(summary_metrics.items())])
     lines += ["## Evaluation", ""] + _evaluations(store, [n["run"]["id"] for n in chain])
+    lines += _redteam(store, [n["run"]["id"] for n in chain])
     files = exports if exports is not None else store.list_exports(run_id=run.id)
     lines += ["## Files", ""] + _files(files)
     datasets = [n["dataset_version"]["name"] for n in chain if n.get("dataset_version")]

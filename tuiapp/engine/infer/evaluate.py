@@ -204,7 +204,8 @@ def _mean(values: list[float]) -> float | None:
 def run_eval(generator: Any, refs: Sequence[str], prompts: str | Path | PromptSet, *,
              scorers: Sequence[str | Scorer] | None = None, params: Any = None,
              limit: int | None = None, progress: Callable[[int, int, str], None] | None = None,
-             system: str | None = None, store: Any = None, name: str | None = None) -> dict:
+             system: str | None = None, store: Any = None, name: str | None = None,
+             kind: str | None = None) -> dict:
     """Answer every prompt with every model, score, summarise; stored as an evaluation when a
     store is at hand (``store`` or ``generator.store``).
 
@@ -215,6 +216,7 @@ def run_eval(generator: Any, refs: Sequence[str], prompts: str | Path | PromptSe
     "mean_tokens", "tokens_per_s", "mean_latency_s"}}, "prompts": [{"index", "prompt",
     "reference", "outputs": {ref: text}, "tokens": {ref: n}, "scores": {ref: {scorer: value}}}],
     "disagreements": [index, ...] (prompts where the models' scores differ), "evaluation_id"}.
+    ``kind`` (e.g. "general": a regression check) is stored in the evaluation's details.
     """
     store = store if store is not None else getattr(generator, "store", None)
     pset = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts, store)
@@ -276,7 +278,8 @@ def run_eval(generator: Any, refs: Sequence[str], prompts: str | Path | PromptSe
         row = store.add_evaluation(
             result["name"], keys, metrics, dataset_version_id=pset.dataset_version_id,
             run_ids=[m.run_id for m in resolved if m.run_id is not None],
-            details={k: result[k] for k in ("prompt_set", "n_prompts", "scorers", "params",
-                                            "prompts", "disagreements", "labels")})
+            details={**({"kind": kind} if kind else {}),
+                     **{k: result[k] for k in ("prompt_set", "n_prompts", "scorers", "params",
+                                               "prompts", "disagreements", "labels")}})
         result["evaluation_id"] = row.id
     return result
