@@ -176,8 +176,9 @@ def test_the_shipped_demo_sweep_file_plans_the_method_comparison(tmp_path):
     assert (base.max_steps, base.eval_split) == (80, 0.0)
     plan = plan_sweep(base, parse_grid(base.kind, sf.grid), sf.points)
     got = [(p.config.method, p.config.lora_r if p.config.method != "full" else None) for p in plan.runs]
-    assert got == [("lora", 4), ("lora", 8), ("lora", 16), ("lora", 32), ("full", None),
-                   ("qlora", 16)]
+    assert got[:7] == [("lora", 4), ("lora", 8), ("lora", 16), ("lora", 32), ("full", None),
+                       ("qlora", 16), ("dora", 16)]
+    assert [m for m, _ in got[7:]] == ["ia3", "prefix", "prompt"]
     assert {p.config.method for p in plan.runs} <= set(METHODS)
     assert plan.runs[4].config.learning_rate == 2e-4
 
