@@ -126,3 +126,20 @@ def test_sweep_run_trains_each_point_and_scores_them(cli, small):
     store = _store(cli.home)
     ev = store.get_evaluation(store.get_sweep(1).details["evaluation_id"])
     assert set(ev.run_ids) == {a["run_id"], b["run_id"]}
+
+
+def test_a_sweep_file_with_command_line_overrides(cli, small, tmp_path):
+    data, prompts = small
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(
+        f'config = "{PRESET}"\nname = "from a file"\neval = "{prompts}"\neval_limit = 2\n'
+        f'[set]\ndataset = "{data}"\n[grid]\nlora_r = [4, 8]\n[[points]]\nmethod = "full"\n',
+        encoding="utf-8")
+    result = cli("sweep", "--file", sweep_file, "--grid", "lora_r=2,4")  # the CLI's grid wins
+    assert result.exit_code == 0, result.output
+    store = _store(cli.home)
+    sweep = store.get_sweep(1)
+    assert sweep.name == "from a file" and sweep.prompts == str(prompts)
+    assert sweep.grid == [["lora_r", [2, 4]]] and sweep.details["eval_limit"] == 2
+    assert [(r.config["method"], r.config["lora_r"]) for r in store.sweep_runs(1)] == [
+        ("lora", 2), ("lora", 4), ("full", 16)]

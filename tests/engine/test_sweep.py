@@ -162,3 +162,45 @@ def test_sweep_table_reads_what_runs_recorded(tmp_path):
     assert (rb["trainable_params"], rb["trainable_source"]) == (50000, "pre-flight")
     assert (rb["peak_memory_mb"], rb["memory_source"]) == (512, "pre-flight")
     assert rb["lora_r"] is None and rb["score"] is None  # full fine-tuning has no rank
+
+
+def test_the_shipped_demo_sweep_file_plans_the_method_comparison(tmp_path):
+    from tuiapp.engine.jobs.sweep import load_sweep_file
+    from tuiapp.engine.train.config import METHODS, list_presets
+
+    path = paths.PRESETS_DIR / "sweeps" / "demo-methods.toml"
+    assert "demo-methods" not in list_presets()  # not offered as a job preset
+    sf = load_sweep_file(path)
+    assert sf.config == PRESET.resolve() and sf.prompts == "demo/eval_heldout"
+    base = load_config(sf.config, sf.sets)
+    assert (base.max_steps, base.eval_split) == (80, 0.0)
+    plan = plan_sweep(base, parse_grid(base.kind, sf.grid), sf.points)
+    got = [(p.config.method, p.config.lora_r if p.config.method != "full" else None) for p in plan.runs]
+    assert got[:7] == [("lora", 4), ("lora", 8), ("lora", 16), ("lora", 32), ("full", None),
+                       ("qlora", 16), ("dora", 16)]
+    assert [m for m, _ in got[7:]] == ["ia3", "prefix", "prompt"]
+    assert {p.config.method for p in plan.runs} <= set(METHODS)
+    assert plan.runs[4].config.learning_rate == 2e-4
+
+
+def test_a_sweep_file_names_its_problems(tmp_path):
+    from tuiapp.engine.jobs.sweep import load_sweep_file
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('config = "x.toml"\ngrids = 1\n', encoding="utf-8")
+    with pytest.raises(SweepError, match="grids not a sweep file key; the keys are: config"):
+        load_sweep_file(bad)
+    bad.write_text('name = "n"\n', encoding="utf-8")
+    with pytest.raises(SweepError, match="config: give the preset"):
+        load_sweep_file(bad)
+    bad.write_text('config = "x.toml"\n[grid]\nlora_r = []\n', encoding="utf-8")
+    with pytest.raises(SweepError, match="grid.lora_r: give a non-empty list"):
+        load_sweep_file(bad)
+    good = tmp_path / "good.toml"
+    good.write_text(f'config = "{PRESET}"\n[grid]\ntarget_modules = [["q_proj", "v_proj"], '
+                    '["all-linear"]]\n[set]\nsample_prompts = ["Hi, you", "Who?"]\n',
+                    encoding="utf-8")
+    sf = load_sweep_file(good)
+    base = load_config(sf.config, sf.sets)
+    assert base.sample_prompts == ["Hi, you", "Who?"]
+    assert parse_grid("sft", sf.grid) == [("target_modules", [["q_proj", "v_proj"], ["all-linear"]])]

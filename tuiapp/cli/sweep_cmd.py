@@ -32,6 +32,9 @@ _GRID_HELP = ("key=v1,v2 over a config field (repeatable; the runs are the carte
 @app.callback()
 def sweep(
     ctx: typer.Context,
+    sweep_file: str | None = typer.Option(None, "--file", "-f", help="A sweep file (config, set, "
+                                          "grid, points, eval; see sample_data/presets/sweeps/); "
+                                          "--config/--grid/--set/--eval given too win over it."),
     config: str | None = typer.Option(None, "--config", "-c", help="TOML preset every point starts from."),
     grid: list[str] | None = typer.Option(None, "--grid", "-g", help=_GRID_HELP),
     sets: list[str] | None = typer.Option(None, "--set", help="Override one field for every point: key=value."),
@@ -46,16 +49,37 @@ def sweep(
     """Queue (or with --run, train) one run per grid point; see `tuneloop sweep show ID`."""
     if ctx.invoked_subcommand is not None:
         return
-    if not config or not grid:
-        typer.echo(ctx.get_help())
-        fail("give --config FILE and at least one --grid key=v1,v2", code=2)
     from tuiapp.engine.jobs.preflight import preflight
-    from tuiapp.engine.jobs.sweep import SweepError, check_plan, parse_grid, plan_sweep, point_label
+    from tuiapp.engine.jobs.sweep import (
+        SweepError,
+        check_plan,
+        load_sweep_file,
+        parse_grid,
+        plan_sweep,
+        point_label,
+    )
     from tuiapp.engine.train.config import ConfigError, load_config
 
+    points: list[dict] = []
+    grid, sets = list(grid or []), list(sets or [])
+    if sweep_file:
+        try:
+            sf = load_sweep_file(sweep_file)
+        except SweepError as exc:
+            fail(str(exc), code=2)
+        given = {g.partition("=")[0].strip() for g in grid}
+        config = config or str(sf.config)
+        sets = sf.sets + sets
+        grid = [g for g in sf.grid if g.partition("=")[0] not in given] + grid
+        points = sf.points
+        prompts, name = prompts or sf.prompts, name or sf.name
+        eval_limit = eval_limit or sf.eval_limit
+    if not config or not (grid or points):
+        typer.echo(ctx.get_help())
+        fail("give --config FILE and at least one --grid key=v1,v2 (or --file SWEEP.toml)", code=2)
     try:
-        base = load_config(config, sets or [])
-        plan = plan_sweep(base, parse_grid(base.kind, grid))
+        base = load_config(config, sets)
+        plan = plan_sweep(base, parse_grid(base.kind, grid, allow_empty=bool(points)), points)
     except (ConfigError, SweepError) as exc:
         fail(str(exc), code=2)
     if eval_limit is not None and eval_limit < 1:
@@ -82,12 +106,14 @@ def sweep(
 
     sweep_row, runs = queue_sweep(ws.store, runner, plan, config_path=config, prompts=prompts,
                                   name=name)
+    if eval_limit:  # `sweep run` / `sweep eval` later score on the same prompts
+        ws.store.update_sweep_details(sweep_row.id, eval_limit=eval_limit)
     console.print(f"sweep {sweep_row.id}: {len(runs)} runs queued "
                   f"({', '.join(str(r.id) for r in runs)})")
     code = 0
     if run_now:
         code = _run_all(runner, sweep_row.id, runs, console)
-        if code == 0 and prompts:
+        if code != 130 and prompts:  # a failed point leaves the others worth scoring
             _evaluate(ctx, ws, sweep_row.id, None, eval_limit, console)
     else:
         console.print("queued; they start one by one when nothing else is running and tuneloop "
@@ -129,7 +155,8 @@ def _run_all(runner: Any, sweep_id: int, runs: list[Any], console: Console) -> i
     sweep = runner.store.get_sweep(sweep_id)
     worst = 0
     for i, run in enumerate(runs):
-        point = {k: run.config.get(k) for k, _ in sweep.grid}
+        point = ((sweep.details.get("preflight") or {}).get(str(run.id)) or {}).get("point") \
+            or {k: run.config.get(k) for k, _ in sweep.grid}
         console.print(f"[bold]sweep {sweep_id}[/]: run {i + 1} of {len(runs)} "
                       f"({point_label(point)})")
         runner.start_next()
@@ -152,6 +179,8 @@ def _evaluate(ctx: typer.Context, ws: Any, sweep_id: int, prompts: str | None,
     from tuiapp.engine.infer.evaluate import EvalError
     from tuiapp.engine.jobs.sweep import SweepError, evaluate_sweep
 
+    if limit is None:
+        limit = (ws.store.get_sweep(sweep_id).details or {}).get("eval_limit")
     gen, _ = open_generator(ctx, None, "auto")
     try:
         with Progress(TextColumn("scoring {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -222,7 +251,7 @@ def run_queued(
         code = _run_all(runner, sweep_id, queued, console)
     else:
         console.print(f"sweep {sweep_id} has no queued runs")
-    if code == 0 and (prompts or sweep_row.prompts):
+    if code != 130 and (prompts or sweep_row.prompts):
         _evaluate(ctx, ws, sweep_id, prompts, eval_limit, console)
     _show(ws.store, sweep_id, False)
     raise typer.Exit(code)

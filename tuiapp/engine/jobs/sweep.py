@@ -60,7 +60,7 @@ def split_values(text: str) -> list[str]:
     return [part.strip() for part in text.split(sep) if part.strip()]
 
 
-def parse_grid(kind: str, specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
+def parse_grid(kind: str, specs: Sequence[str], allow_empty: bool = False) -> list[tuple[str, list[Any]]]:
     """``key=v1,v2`` strings → [(key, [typed values])]; an unknown key is refused naming the
     valid ones, a value of the wrong type naming the key and the type."""
     cls = config_class(kind)
@@ -87,7 +87,7 @@ def parse_grid(kind: str, specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
         if not values:
             raise SweepError(f"--grid {key}: no values after '='")
         axes.append((key, values))
-    if not axes:
+    if not axes and not allow_empty:
         raise SweepError("a sweep needs at least one --grid key=v1,v2")
     return axes
 
@@ -110,7 +110,9 @@ def plan_sweep(base: Any, axes: list[tuple[str, list[Any]]],
     seen: list[dict[str, Any]] = []
     stem = base.name or base.run_name
     known = {f.name for f in dataclasses.fields(base)}
-    for point in [*grid_points(axes), *extra_points]:
+    if not axes and not extra_points:
+        raise SweepError("a sweep needs at least one grid key or point")
+    for point in [*(grid_points(axes) if axes else []), *extra_points]:
         unknown = sorted(set(point) - known)
         if unknown:
             raise SweepError(f"point {point_label(point)}: {', '.join(unknown)} not a {base.kind} "
@@ -126,6 +128,75 @@ def plan_sweep(base: Any, axes: list[tuple[str, list[Any]]],
         seen.append(resolved)
         plan.runs.append(PlannedRun(point=dict(point), config=cfg))
     return plan
+
+
+# ------------------------------------------------------------------ sweep files
+
+
+@dataclass
+class SweepFile:
+    """A sweep written down (``sample_data/presets/sweeps/*.toml``): the preset every point
+    starts from, overrides for all, the grid, extra points beyond it and the scoring set."""
+
+    path: Path
+    config: Path
+    sets: list[str]
+    grid: list[str]
+    points: list[dict[str, Any]]
+    name: str | None = None
+    prompts: str | None = None
+    eval_limit: int | None = None
+
+
+_SWEEP_KEYS = ("config", "name", "eval", "eval_limit", "set", "grid", "points")
+
+
+def load_sweep_file(path: str | Path) -> SweepFile:
+    """Read a sweep file; every problem names the file and the key."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SweepError(f"{path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"{path}: {', '.join(unknown)} not a sweep file key; the keys are: "
+                         f"{', '.join(_SWEEP_KEYS)}")
+    if not isinstance(data.get("config"), str):
+        raise SweepError(f"{path}: config: give the preset every point starts from, relative to "
+                         "this file (e.g. config = \"../demo-sft-lora.toml\")")
+    tables = {k: data.get(k, {}) for k in ("set", "grid")}
+    for key, table in tables.items():
+        if not isinstance(table, dict):
+            raise SweepError(f"{path}: [{key}] must be a table of field = value")
+    grid = []
+    for key, values in tables["grid"].items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{path}: grid.{key}: give a non-empty list of values")
+        grid.append(f"{key}=" + ";".join(_text(v) for v in values))
+    points = data.get("points", [])
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise SweepError(f"{path}: points: give [[points]] tables of field = value")
+    limit = data.get("eval_limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise SweepError(f"{path}: eval_limit: must be a whole number of at least 1")
+    return SweepFile(path=path, config=(path.parent / data["config"]).resolve(),
+                     sets=[f"{k}={_text(v)}" for k, v in tables["set"].items()], grid=grid,
+                     points=points, name=data.get("name"), prompts=data.get("eval"),
+                     eval_limit=limit)
+
+
+def _text(value: Any) -> str:
+    """A TOML value as the command line would spell it (lists joined the way coerce splits)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "|".join(map(str, value)) if any("," in str(v) for v in value) else ",".join(map(str, value))
+    return str(value)
 
 
 # ------------------------------------------------------------------ queueing
@@ -181,6 +252,13 @@ def run_result(run: Any) -> dict[str, Any]:
     return done[-1] if done else {}
 
 
+def _ranked_methods() -> tuple[str, ...]:
+    """The methods whose size is set by lora_r (the config names them once it has more)."""
+    from tuiapp.engine.train import config_base
+
+    return tuple(getattr(config_base, "LORA_METHODS", ("lora", "qlora")))
+
+
 def headline_scorer(scorers: Sequence[str]) -> str | None:
     for name in HEADLINE_SCORERS:
         if name in scorers:
@@ -211,7 +289,7 @@ def sweep_table(store: Any, sweep_id: int) -> list[dict[str, Any]]:
             "run_id": run.id, "status": run.status, "device": est.get("device"),
             "point": est.get("point") or {k: cfg.get(k) for k, _ in sweep.grid},
             "method": method,
-            "lora_r": cfg.get("lora_r") if method not in (None, "full") else None,
+            "lora_r": cfg.get("lora_r") if method in _ranked_methods() else None,
             "trainable_params": trainable if trainable is not None else est.get("trainable_params"),
             "trainable_source": "run" if trainable is not None else ("pre-flight" if est else None),
             "total_params": done.get("total_params") or est.get("total_params"),
