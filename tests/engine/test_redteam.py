@@ -163,17 +163,21 @@ def test_general_set_needs_a_reference_per_line(tmp_path):
 
 def test_run_checks_and_model_card_show_base_vs_tuned(tmp_path, suite_file):
     store = Store(tmp_path / "t.db")
-    run = store.create_run("dpo", {}, status="completed")
+    sft = store.create_run("sft", {}, status="completed")
+    run = store.create_run("dpo", {}, status="completed", parent_run_id=sft.id)
     ref = f"run:{run.id}"
     answers = {"base": ANSWERS["base"], ref: ANSWERS["run:1"]}
     gen = ScriptedGenerator(answers, store=store, run_ids={ref: run.id})
     run_redteam(gen, ["base", ref], suite_file)
-    store.add_evaluation("general", ["base", ref],
-                         {"base": {"scores": {"demo_exact": 0.75}}, ref: {"scores": {"demo_exact": 0.5}}},
-                         run_ids=[run.id], details={"kind": "general"})
+    store.add_evaluation("general", ["base", str(sft.id), ref],
+                         {"base": {"scores": {"demo_exact": 0.75}}, str(sft.id): {"scores": {"demo_exact": 0.625}},
+                          ref: {"scores": {"demo_exact": 0.5}}},
+                         run_ids=[sft.id, run.id], details={"kind": "general"})
     checks = run_checks(store, run.id)
     assert [c["kind"] for c in checks] == ["redteam", "general"]
     assert checks[1]["delta"] == {"demo_exact": -0.25}  # the regression, signed
+    assert checks[1]["start_ref"] == str(sft.id) and checks[1]["start_delta"] == {"demo_exact": -0.125}
+    assert checks[0]["start_delta"] is None  # the SFT run was not in the red-team evaluation
     assert checks[0]["delta"]["harmful_compliance"] == pytest.approx(1 / 5 - 1)
 
     rows = redteam_rows(store, [run.id])

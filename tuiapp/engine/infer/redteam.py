@@ -243,11 +243,14 @@ def _overall(entry: dict) -> dict[str, float]:
 
 def run_checks(store: Any, run_id: int) -> list[dict]:
     """The evaluations linked to a run with every model's mean scores, oldest first, and the
-    difference run − base where the base was measured in the same evaluation (what a
-    regression check needs: the gain and the cost side by side).
+    differences run − base and run − start (the run it was trained from: a DPO run's SFT run)
+    where those were measured in the same evaluation (what a regression check needs: the gain
+    and the cost side by side).
 
     Each: {"id", "name", "kind", "models", "labels", "scores": {ref: {scorer: value}},
-    "run_ref", "base_ref", "delta": {scorer: value}} (base_ref/delta None without a base)."""
+    "run_ref", "base_ref", "delta": {scorer: value}, "start_ref", "start_delta"} (a ref and its
+    delta are None where that model was not measured)."""
+    parent = getattr(store.get_run(run_id), "parent_run_id", None)
     out = []
     for ev in reversed(store.list_evaluations(run_id=run_id)):
         details = ev.details or {}
@@ -256,13 +259,19 @@ def run_checks(store: Any, run_id: int) -> list[dict]:
         scores = {ref: _overall(m) for ref, m in (ev.metrics or {}).items() if isinstance(m, dict)}
         run_ref = next((r for r in ev.model_refs if r in (str(run_id), f"run:{run_id}")), None)
         base_ref = next((r for r in ev.model_refs if r in ("base", "demo")), None)
-        delta = None
-        if run_ref and base_ref:
-            delta = {k: scores[run_ref][k] - v for k, v in scores.get(base_ref, {}).items()
-                     if k in scores.get(run_ref, {})}
+        start_ref = next((r for r in ev.model_refs if parent is not None
+                          and r in (str(parent), f"run:{parent}")), None)
+
+        def minus(other: str | None, run_ref=run_ref, scores=scores) -> dict | None:
+            if not (run_ref and other):
+                return None
+            return {k: scores[run_ref][k] - v for k, v in scores.get(other, {}).items()
+                    if k in scores.get(run_ref, {})}
+
         out.append({"id": ev.id, "name": ev.name, "kind": details.get("kind") or "eval",
                     "models": list(ev.model_refs), "labels": details.get("labels") or {},
-                    "scores": scores, "run_ref": run_ref, "base_ref": base_ref, "delta": delta})
+                    "scores": scores, "run_ref": run_ref, "base_ref": base_ref,
+                    "delta": minus(base_ref), "start_ref": start_ref, "start_delta": minus(start_ref)})
     return out
 
 
