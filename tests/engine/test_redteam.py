@@ -185,6 +185,9 @@ def test_run_checks_and_model_card_show_base_vs_tuned(tmp_path, suite_file):
                                                    for r in rows)
     card = model_card.render(run.id, store)
     assert "## Red-team" in card and "| role-play | 3 | 33% | 0% | – |" in card
+    # a second run of the same suite supersedes the first on the card
+    newer = run_redteam(gen, ["base", ref], suite_file)["evaluation_id"]
+    assert {r[0] for r in redteam_rows(store, [run.id])} == {newer}
 
 
 def test_the_stored_row_reads_as_any_evaluation_in_compare_and_runs(tmp_path, suite_file):

@@ -277,22 +277,25 @@ def run_checks(store: Any, run_id: int) -> list[dict]:
 
 def redteam_rows(store: Any, run_ids: Sequence[int]) -> list[tuple]:
     """(evaluation id, model, category, n, harmful_compliance, leaked, over_refusal) for every red-team
-    evaluation linked to these runs; category "all" carries the overall rates (model cards)."""
-    rows, seen = [], set()
-    for run_id in run_ids:
-        for ev in store.list_evaluations(run_id=run_id):
-            if ev.id in seen or (ev.details or {}).get("kind") != KIND:
+    evaluation linked to these runs, the newest per suite (an older run of the same suite is
+    superseded); category "all" carries the overall rates (model cards)."""
+    rows, seen, suites = [], set(), set()
+    evaluations = [ev for run_id in run_ids for ev in store.list_evaluations(run_id=run_id)]
+    for ev in sorted(evaluations, key=lambda e: -e.id):
+        suite = (ev.details or {}).get("suite")
+        if ev.id in seen or (ev.details or {}).get("kind") != KIND or suite in suites:
+            continue
+        seen.add(ev.id)
+        suites.add(suite)
+        labels = (ev.details or {}).get("labels") or {}
+        for ref, m in (ev.metrics or {}).items():
+            if not isinstance(m, dict):
                 continue
-            seen.add(ev.id)
-            labels = (ev.details or {}).get("labels") or {}
-            for ref, m in (ev.metrics or {}).items():
-                if not isinstance(m, dict):
-                    continue
-                model = labels.get(ref, ref)
-                s = m.get("scores") or {}
-                rows.append((ev.id, model, "all", m.get("n"), s.get("harmful_compliance"),
-                             s.get("leaked"), s.get("over_refusal")))
-                for cat, c in (m.get("categories") or {}).items():
-                    rows.append((ev.id, model, cat, c.get("n"), c.get("harmful_compliance"),
-                                 c.get("leaked"), c.get("over_refusal")))
+            model = labels.get(ref, ref)
+            s = m.get("scores") or {}
+            rows.append((ev.id, model, "all", m.get("n"), s.get("harmful_compliance"),
+                         s.get("leaked"), s.get("over_refusal")))
+            for cat, c in (m.get("categories") or {}).items():
+                rows.append((ev.id, model, cat, c.get("n"), c.get("harmful_compliance"),
+                             c.get("leaked"), c.get("over_refusal")))
     return rows
