@@ -22,6 +22,7 @@ if "sqlite_utils" not in _sys.modules:
 from store.errors import DuplicateLabel, NotFound, StoreError
 from store.models import (
     LABEL_CHOICES,
+    LABEL_SOURCES,
     MODEL_KINDS,
     RUN_STATUSES,
     DatasetVersion,
@@ -33,6 +34,7 @@ from store.models import (
     Metric,
     ModelRow,
     Run,
+    Sweep,
 )
 from store.refs import canonical_ref
 from store.store import Store
@@ -46,6 +48,7 @@ __all__ = [
     "ModelRow",
     "DatasetVersion",
     "Run",
+    "Sweep",
     "Metric",
     "Generation",
     "Evaluation",
@@ -54,5 +57,6 @@ __all__ = [
     "ExportRow",
     "RUN_STATUSES",
     "LABEL_CHOICES",
+    "LABEL_SOURCES",
     "MODEL_KINDS",
 ]

@@ -210,6 +210,50 @@ def m003_canonical_label_refs(db: Database) -> None:
                         json.dumps(meta, ensure_ascii=False), task_id])
 
 
+@_migration
+def m004_label_sources(db: Database) -> None:
+    """Labels from an AI judge beside a person's: who labelled (``source``, 'human' for every
+    older row), the principle the judge cited, its one-line rationale, and ``detail`` (JSON: the
+    verdict in each order it was shown, how it was read). A task may then hold one live label
+    per source. Columns another branch already added are left as they are."""
+    events = db.table("label_events")
+    have = set(events.columns_dict)
+    if "source" not in have:
+        events.add_column("source", str, not_null_default="human")
+    for name in ("principle", "rationale"):
+        if name not in have:
+            events.add_column(name, str)
+    if "detail" not in have:
+        events.add_column("detail", str, not_null_default="{}")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_label_events_task_source"
+               " ON label_events(task_id, source)")
+
+
+@_migration
+def m005_sweeps(db: Database) -> None:
+    """Sweeps: one row per ``tuneloop sweep`` (the preset it started from, the grid, the prompt
+    set that scores it) and ``runs.sweep_id`` naming the sweep a run is a grid point of. Named
+    m005 so it cannot clash with another branch's m004; order is the order in this file."""
+    _run_ddl(
+        db,
+        """
+        CREATE TABLE sweeps (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            config_path TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            grid TEXT NOT NULL DEFAULT '[]',
+            prompts TEXT,
+            details TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        ALTER TABLE runs ADD COLUMN sweep_id INTEGER REFERENCES sweeps(id);
+        CREATE INDEX idx_runs_sweep ON runs(sweep_id)
+        """,
+    )
+
+
 # ---- append new migrations above this line ----
 
 

@@ -15,6 +15,8 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
 MODEL_KINDS = ("hf", "gguf", "adapter")
 LABEL_CHOICES = ("a", "b", "tie", "both_bad", "skip")
 LABEL_EVENT_KINDS = ("label", "undo")
+# who labelled: a person at the keyboard, or a local model judging by a constitution
+LABEL_SOURCES = ("human", "judge")
 
 
 class _Row:
@@ -69,10 +71,25 @@ class Run(_Row):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    sweep_id: int | None = None  # the sweep this run is a grid point of (m005)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class Sweep(_Row):
+    id: int
+    name: str
+    kind: str                      # the job kind every grid point runs (sft, dpo, ...)
+    config_path: str | None        # the preset the sweep started from
+    config: dict[str, Any]         # the resolved config before the grid is applied
+    grid: list[list[Any]]          # [[key, [value, ...]], ...] in the order given
+    prompts: str | None            # the prompt set that scores the runs (--eval), if any
+    details: dict[str, Any]        # {"preflight": {run_id: {...}}, "evaluation_id": ...}
+    created_at: str
+    run_ids: tuple[int, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,10 @@ class LabelEvent(_Row):
     elapsed_ms: int | None
     undoes_event_id: int | None
     created_at: str
+    source: str = "human"  # LABEL_SOURCES; a task holds at most one live label per source
+    principle: str | None = None  # the constitution principle a judge cited
+    rationale: str | None = None  # the judge's one-line reason
+    detail: dict[str, Any] = field(default_factory=dict)  # judge: the verdict in each order
 
 
 @dataclass(frozen=True)

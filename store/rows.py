@@ -20,6 +20,8 @@ JSON_COLUMNS: dict[str, Any] = {
     "parity": {},
     "model_refs": [],
     "candidates": [],
+    "detail": {},
+    "grid": [],
 }
 BOOL_COLUMNS = {"swapped"}
 

@@ -22,9 +22,10 @@ from store.migrations import MIGRATION_NAMES, MIGRATION_SET, migrate, migrations
 from store.models import MODEL_KINDS, DatasetVersion, Evaluation, ExportRow, Generation, ModelRow
 from store.rows import row_to
 from store.runs import RunsMixin
+from store.sweeps import SweepsMixin
 
 
-class Store(RunsMixin, LabelsMixin, LineageMixin):
+class Store(RunsMixin, LabelsMixin, LineageMixin, SweepsMixin):
     """The tuneloop database. ``Store(path)`` opens (creating if needed) and migrates it.
 
     ``path`` is a file path or ``":memory:"`` (tests; one shared connection, this process only).
@@ -404,12 +405,13 @@ class Store(RunsMixin, LabelsMixin, LineageMixin):
     # ---- overview -------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Sizes for the UI header: runs, dataset versions, models, live labels, exports."""
+        """Sizes for the UI header: runs, dataset versions, models, a person's live labels (the
+        judge's are counted by `labels stats`), exports."""
         row = self._one(
             f"""SELECT (SELECT COUNT(*) FROM runs) AS runs,
                        (SELECT COUNT(*) FROM dataset_versions) AS dataset_versions,
                        (SELECT COUNT(*) FROM models) AS models,
-                       (SELECT COUNT(*) FROM ({self._LIVE_SQL})) AS labels,
+                       (SELECT COUNT(*) FROM ({self._LIVE_SQL} AND e.source = 'human')) AS labels,
                        (SELECT COUNT(*) FROM exports) AS exports"""
         )
         assert row is not None

@@ -13,6 +13,7 @@ from tuiapp.cli import (
     labels_cmd,
     redteam_cmd,
     runs_cmd,
+    sweep_cmd,
     train_cmd,
 )
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(sweep_cmd.app, name="sweep")
 app.add_typer(export_cmd.app, name="export")
 app.command("generate")(generate_cmd.generate)
 app.command("eval")(eval_cmd.eval_models)

@@ -79,6 +79,7 @@ def _area_bindings() -> list[Binding]:
             title,
             id=f"area.{mode}",
             group=AREA_GROUP,
+            show=False,  # the area bar at the top shows these; the footer keeps its room
         )
         for mode, title, fkey, letter in AREA_KEYS
     ]
@@ -101,6 +102,7 @@ class TuiApp(App[None]):
     COMMANDS = App.COMMANDS | {TuneloopCommands}
     BINDINGS = [
         Binding("f1,question_mark", "app.help", "Help", id="app.help"),
+        Binding("ctrl+p", "app.command_palette", "Palette", id="app.command_palette"),
         *_area_bindings(),
         Binding("q", "app.quit", "Quit", id="app.quit"),
         Binding("ctrl+q", "app.quit", "Quit", show=False, priority=True, id="app.quit_anywhere"),

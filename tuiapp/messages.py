@@ -347,3 +347,13 @@ class LabelStatsReady(Message):
         self.stats = stats
         self.facts = facts
         self.choices = choices
+
+
+class LabelReviewLoaded(Message):
+    """The pairs of `task_set` where the judge and the person disagree: [(task, disagreement
+    dict from engine.label.agreement)]."""
+
+    def __init__(self, task_set: str | None, tasks: list[tuple[Any, dict]]) -> None:
+        super().__init__()
+        self.task_set = task_set
+        self.tasks = tasks

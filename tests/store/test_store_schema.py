@@ -25,6 +25,7 @@ TABLES = {
     "label_tasks",
     "label_events",
     "exports",
+    "sweeps",
 }
 REPO = Path(__file__).resolve().parents[2]
 

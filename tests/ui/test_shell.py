@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Input
 from tuiapp.screens.areas import AREA_KEYS
 from tuiapp.screens.help import HelpScreen, _own_bindings
 
-from .conftest import wait_until
+from .conftest import text_of, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -112,13 +112,21 @@ async def test_every_binding_has_an_id_and_a_description(make_app):
             assert b.description, f"{cls.__name__} binding {b.key} has no description"
 
 
-async def test_footer_shows_the_area_keys(make_app):
+async def test_area_keys_are_in_the_area_bar_and_the_footer_keeps_the_screens_keys(make_app):
+    from tuiapp.widgets.area_bar import AreaBar
+
     app = make_app()
     async with app.run_test(size=(120, 36)):
         shown = {
             binding.id for _, binding, _, _ in app.screen.active_bindings.values() if binding.show
         }
-        assert {"area.datasets", "area.runs", "app.help", "datasets.import"} <= shown
+        # the area bar at the top names every area's key, so the footer leaves them out (it
+        # ran past the edge with them) and keeps this screen's keys, help, palette and quit
+        assert {"app.help", "app.command_palette", "app.quit", "datasets.import"} <= shown
+        assert not any(i.startswith("area.") for i in shown)
+        bar = text_of(app.screen.query_one(AreaBar))
+        for key, title in (("F2", "Datasets"), ("F4", "Runs"), ("F7", "Export")):
+            assert f"{key} {title}" in bar
 
 
 async def test_command_palette_offers_areas_and_screen_actions(make_app):

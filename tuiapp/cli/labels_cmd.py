@@ -1,11 +1,13 @@
-"""``tuneloop labels new|export|stats``: label tasks from models, labels → a preference dataset
-version, and counts / self-agreement / win-rates.
+"""``tuneloop labels new|judge|export|stats``: label tasks from models, an AI judge's labels by a
+constitution, labels → a preference dataset version, and counts / self-agreement / win-rates /
+judge-vs-person agreement.
 
 Mounted as a group: ``app.add_typer(labels_cmd.app, name="labels")`` in ``__main__``. Exit 2 for bad input (REFs, prompt sets, nothing to export).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -75,19 +77,93 @@ def new(
                    "screen (tuneloop, F6).")
 
 
+@app.command("judge")
+def judge(
+    ctx: typer.Context,
+    judge_ref: str = typer.Option(..., "--judge", "-j", help="The judging model's REF (base, "
+                                  "run:N, model:N, a folder or a .gguf)."),
+    task_set: str = typer.Option(..., "--task-set", help="The task set to label."),
+    constitution: Path | None = typer.Option(None, "--constitution", help="A text file of "
+                                             "principles, one a line (default: the demo's, "
+                                             "sample_data/constitution.txt)."),
+    limit: int | None = typer.Option(None, "--limit", help="Judge at most N tasks."),
+    on_inconsistent: str = typer.Option("tie", "--on-inconsistent", help="When the two orders "
+                                        "disagree (position bias): record a tie, or a skip."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens per verdict."),
+    base: Path | None = typer.Option(None, "--base", help="The folder REF 'base' stands for."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """An AI judge labels each pair by a constitution, shown in both orders; a person's labels
+    are never touched (judge labels are stored with source = judge)."""
+    from tuiapp.cli.generate_cmd import open_generator
+    from tuiapp.engine.infer.model_refs import RefError
+    from tuiapp.engine.infer.params import GenerationError
+    from tuiapp.engine.label import judge as judging
+    from tuiapp.engine.label import tasks as labels
+
+    if on_inconsistent not in judging.ON_INCONSISTENT:
+        fail("--on-inconsistent must be tie or skip", code=2)
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1", code=2)
+    gen, ws = open_generator(ctx, base, device)
+    try:
+        constitution_ = judging.load_constitution(constitution)
+        progress, bar = None, nullcontext()
+        if not as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            bar = Progress(TextColumn("judging pairs (both orders)"), BarColumn(),
+                           MofNCompleteColumn(), console=Console(stderr=True))
+            job = bar.add_task("pairs", total=None)
+            progress = lambda done, total: bar.update(job, completed=done, total=total)  # noqa: E731
+        with bar:
+            result = judging.judge_tasks(ws.store, gen, judge_ref, task_set,
+                                         constitution=constitution_, limit=limit,
+                                         on_inconsistent=on_inconsistent,
+                                         max_new_tokens=max_new_tokens, progress=progress)
+    except (RefError, labels.LabelsError, GenerationError) as exc:
+        fail(str(exc), code=2)
+    except Exception as exc:  # noqa: BLE001 - a person reads this, not a traceback
+        fail(f"judging failed: {type(exc).__name__}: {exc}", code=1)
+    finally:
+        gen.close()
+    if as_json:
+        print_json(result)
+        return
+    flip = "" if result["flip_rate"] is None else f" ({result['flip_rate']:.0%})"
+    typer.echo(f"judge {result['judge']} labelled {result['judged']} pairs of {task_set!r} by "
+               f"{result['constitution']}: "
+               + (", ".join(f"{k} {v}" for k, v in sorted(result["by_choice"].items())) or "none")
+               + f"; position flips {result['flips']}{flip} → {on_inconsistent}")
+    methods = result["methods"]
+    if methods.get("logprob"):
+        typer.echo(f"  {methods['logprob']} of {sum(methods.values())} verdicts had no readable "
+                   "verdict in the text and were scored by the log-probability of A vs B")
+    if result["already_judged"] or result["left"]:
+        typer.echo(f"  {result['already_judged']} already judged before, {result['left']} left "
+                   "(beyond --limit)")
+    typer.echo("Compare with your own labels: tuneloop labels stats --task-set "
+               f"{task_set!r}")
+
+
 @app.command("export")
 def export(
     ctx: typer.Context,
     task_set: str | None = typer.Option(None, "--task-set", help="Only this task set."),
     out: Path | None = typer.Option(None, "--out", help="Also write the JSONL here."),
+    source: str = typer.Option("human", "--source", help="Whose labels: human, judge, or both "
+                               "(a person's label where there is one, else the judge's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset version as JSON."),
 ) -> None:
     """Labels → a new immutable preference dataset version (ties and skips left out)."""
     from tuiapp.engine.label import tasks as labels
 
+    if source not in labels.EXPORT_SOURCES:
+        fail("--source must be human, judge or both", code=2)
     ws = open_ws(ctx)
     try:
-        version = labels.export(ws.store, task_set, out, home=ws.home)
+        version = labels.export(ws.store, task_set, out, home=ws.home, source=source)
     except labels.LabelsError as exc:
         fail(str(exc), code=2)
     if as_json:
@@ -107,7 +183,8 @@ def stats(
     task_set: str | None = typer.Option(None, "--task-set", help="Only this task set."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
-    """Label counts, pace, self-agreement and per-model win-rates (Bradley-Terry, 95% CI)."""
+    """Label counts, pace, self-agreement, per-model win-rates (Bradley-Terry, 95% CI) and, where
+    a judge labelled too, its position-flip rate and agreement with you (raw, Cohen's kappa)."""
     from tuiapp.engine.label import tasks as labels
 
     ws = open_ws(ctx)
@@ -134,4 +211,14 @@ def stats(
         for s in wr["strengths"]:
             table.add_row(s["model"], f"{s['score']:+.2f}", f"{s['low']:+.2f}",
                           f"{s['high']:+.2f}")
+        console.print(table)
+    judged = st["judge"]
+    if judged["disagreements"]:
+        table = Table(title="Judge vs person: disagreements", title_justify="left")
+        for col in ("task", "prompt", "you", "judge", "principle", "rationale"):
+            table.add_column(col, justify="right" if col == "task" else "left")
+        for d in judged["disagreements"]:
+            judge_said = d["judge"] + ("" if d["consistent"] is not False else " (flip)")
+            table.add_row(str(d["task_id"]), d["prompt"][:50], d["human"], judge_said,
+                          d["principle"] or "-", (d["rationale"] or "")[:60])
         console.print(table)

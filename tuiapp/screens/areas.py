@@ -34,7 +34,9 @@ class AreaScreen(Screen):
         yield Header(show_clock=False)
         yield AreaBar(AREA_KEYS, self.AREA)
         yield from self.compose_body()
-        yield Footer()
+        # the palette key is an ordinary binding (app.py): Textual's docked one is drawn over the
+        # keys when they fill the line ("^pp alette")
+        yield Footer(show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         raise NotImplementedError

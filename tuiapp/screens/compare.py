@@ -57,6 +57,8 @@ NO_MODELS = ("No models to compare yet. Build the demo base (`tuneloop demo buil
 # measures the whole UI at ~0.1 s of event-loop CPU per three 128-token answers.
 REDRAW_EVERY_S = 0.2
 FIGURE_KEYS = ("tokens", "latency_s", "first_token_s", "tokens_per_s", "finish_reason")
+# Narrower than this, side-by-side panes wrap words every few letters: 3-4 panes go two by two.
+MIN_PANE_WIDTH = 24
 
 
 def _readable(exc: BaseException) -> str:
@@ -69,10 +71,12 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", id="compare.generate"),
         Binding("ctrl+b", "stop", "Stop", id="compare.stop"),
-        Binding("alt+up", "history(1)", "Older prompt", id="compare.history_older"),
-        Binding("alt+down", "history(-1)", "Newer prompt", id="compare.history_newer"),
-        Binding("ctrl+r", "run_batch", "Run batch eval", id="compare.run_batch"),
-        Binding("ctrl+o", "blind", "Blind A/B round", id="compare.blind"),
+        # the prompt's title says alt+↑↓; help and palette list them too
+        Binding("alt+up", "history(1)", "Older prompt", id="compare.history_older", show=False),
+        Binding("alt+down", "history(-1)", "Newer prompt", id="compare.history_newer",
+                show=False),
+        Binding("ctrl+r", "run_batch", "Batch eval", id="compare.run_batch"),
+        Binding("ctrl+o", "blind", "Blind A/B", id="compare.blind"),
         Binding("1", "choose('a')", "A is better", id="compare.blind_a"),
         Binding("2", "choose('b')", "B is better", id="compare.blind_b"),
         Binding("3", "choose('tie')", "Tie", id="compare.blind_tie"),
@@ -84,7 +88,8 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
     DEFAULT_CSS = """
     #cmp-tabs { height: 1fr; }
     #cmp-side { height: 1fr; }
-    #cmp-left { width: 44; padding: 0 1; border-right: vkey $panel; }
+    #cmp-left { width: 34%; min-width: 32; max-width: 44; padding: 0 1;
+                border-right: vkey $panel; }
     #cmp-left .section-title { height: 1; text-style: bold; color: $accent; margin-top: 1; }
     #cmp-left .section-title.-first { margin-top: 0; }
     #cmp-system { width: 1fr; }
@@ -94,6 +99,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
     .cmp-settings Input { width: 1fr; margin-right: 1; }
     #cmp-history { height: 1fr; min-height: 4; }
     #cmp-panes { width: 1fr; }
+    #cmp-panes.-grid { layout: grid; grid-size: 2; }
     #blind-status { height: 2; padding: 0 1; }
     #blind-prompt { height: auto; max-height: 5; border: round $panel; padding: 0 1; }
     #blind-panes { height: 1fr; }
@@ -368,6 +374,21 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
             shown = i < max(2, count)
             if pane.display != shown:
                 pane.display = shown
+        self._arrange_panes()
+
+    def _arrange_panes(self) -> None:
+        """Two by two when the panes in one row would be too narrow to read (a 100-column
+        terminal with three models)."""
+        box = self.query_one("#cmp-panes")
+        count = sum(1 for i in range(MAX_PANES) if self.query_one(f"#cmp-pane-{i}").display)
+        width = box.size.width or self.size.width
+        grid = count > 2 and width / count < MIN_PANE_WIDTH
+        if box.has_class("-grid") != grid:
+            box.set_class(grid, "-grid")
+
+    def on_resize(self) -> None:
+        if self.is_mounted:
+            self._arrange_panes()
 
     @on(Select.Changed, "ModelPicker Select")
     @on(Input.Changed, "ModelPicker Input")

@@ -85,7 +85,7 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
         Binding("ctrl+s", "import_version", "Import as version", id="datasets.import"),
         Binding("ctrl+r", "revalidate", "Re-validate", id="datasets.revalidate"),
         Binding("ctrl+o", "focus_path", "Type a path", id="datasets.type_path"),
-        Binding("ctrl+f", "focus_files", "File list", id="datasets.files"),
+        Binding("ctrl+f", "focus_files", "File list", id="datasets.files", show=False),
         *tab_bindings("datasets"),
     ]
     TABS_ID = "ds-tabs"

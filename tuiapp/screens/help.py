@@ -55,10 +55,6 @@ def key_rows(app: App) -> list[KeyRow]:
     """All documented keys: global ones, then each area's, then the palette."""
     seen: set = set()
     rows = _rows("Everywhere", _own_bindings(type(app)), app, seen)
-    palette = Binding(app.COMMAND_PALETTE_BINDING, "app.command_palette")
-    rows.append(
-        KeyRow("Everywhere", app.get_key_display(palette), "Command palette", "app.command_palette")
-    )
     rows.extend(_rows("Everywhere", _own_bindings(Screen), app, seen))
     for mode, screen_cls in app.MODES.items():
         if isinstance(screen_cls, type):

@@ -43,17 +43,19 @@ from tuiapp.screens.label_modals import (
     PairText,
     new_task_defaults,
 )
+from tuiapp.screens.label_review import LabelReviewMixin
 from tuiapp.screens.label_stats import LabelStatsPanel
 from tuiapp.widgets.preference_bar import PreferenceBar
 
 SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad",
         "skip": "skipped"}
 KEYS_LINE = ("1/← A better · 2/→ B better · t tie · b both bad · s skip · e/E rewrite A/B · "
-             "u undo · n new tasks · x export · ? help")
+             "u undo · n new tasks · x export · d judge disagreements · ? help")
 COMMANDS = (
     ("tuneloop labels new --models A,B --prompts FILE", "make label tasks from two models"),
     ("tuneloop labels export [--task-set S]", "labels → an immutable preference dataset version"),
-    ("tuneloop labels stats", "counts, agreement and win-rates"),
+    ("tuneloop labels judge --judge REF --task-set S", "an AI judge labels by a constitution"),
+    ("tuneloop labels stats", "counts, agreement (you vs judge too) and win-rates"),
 )
 
 
@@ -67,6 +69,7 @@ class Pair:
     candidates: list
     swapped: bool  # candidate b shown as A
     repeat_of: Any = None
+    review: str | None = None  # a judge disagreement under review: what the judge said
 
     def shown(self) -> tuple[dict, dict]:
         a, b = self.candidates[0], self.candidates[1]
@@ -77,20 +80,22 @@ def pair_for(task: Any) -> Pair:
     return Pair(task, task.prompt, task.system, task.candidates, display_swapped(task))
 
 
-class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
+class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScreen):
     AREA = "label"
     AREA_TITLE = "Label"
     BINDINGS = [
         Binding("1,left", "choose('a')", "A better", id="label.a"),
         Binding("2,right", "choose('b')", "B better", id="label.b"),
-        Binding("t", "choose('tie')", "Tie", id="label.tie"),
-        Binding("b", "choose('both_bad')", "Both bad", id="label.both_bad"),
-        Binding("s", "choose('skip')", "Skip", id="label.skip"),
-        Binding("e", "edit('A')", "Rewrite A", id="label.edit_a"),
+        # the keys line under the answers shows every key; the footer keeps the main ones
+        Binding("t", "choose('tie')", "Tie", id="label.tie", show=False),
+        Binding("b", "choose('both_bad')", "Both bad", id="label.both_bad", show=False),
+        Binding("s", "choose('skip')", "Skip", id="label.skip", show=False),
+        Binding("e", "edit('A')", "Rewrite A", id="label.edit_a", show=False),
         Binding("E", "edit('B')", "Rewrite B", id="label.edit_b", show=False),
         Binding("u", "undo", "Undo", id="label.undo"),
-        Binding("n", "new_tasks", "New tasks", id="label.new"),
+        Binding("n", "new_tasks", "New tasks", id="label.new", show=False),
         Binding("x", "export_labels", "Export as dataset", id="label.export"),
+        Binding("d", "review_disagreements", "Judge disagreements", id="label.disagreements"),
         Binding("ctrl+r", "refresh", "Refresh", id="label.refresh", show=False),
     ]
     DEFAULT_CSS = """
@@ -244,6 +249,7 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
     def on_label_queue_loaded(self, message: LabelQueueLoaded) -> None:
         gc.freeze()
         self.task_set = message.task_set
+        self.reviewing = False
         self.queue = deque(pair_for(t) for t in message.tasks if len(t.candidates) >= 2)
         self.current = None
         self.loaded = True
@@ -266,6 +272,8 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
             text_b.show("")
         else:
             body = Text()
+            if pair.review:
+                body.append(f"{pair.review}\n", style="italic yellow")
             if pair.system:
                 body.append(f"system: {pair.system}\n", style="dim")
             body.append(pair.prompt)
@@ -295,6 +303,8 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, AreaScreen):
     def _save(self, pair: Pair, choice: str, edited: str | None, elapsed_ms: int) -> None:
         try:
             task = pair.task or make_repeat(self.store, pair.repeat_of, pair.swapped)
+            if pair.review:
+                self.replace_reviewed(task)
             event = self.store.add_label(task.id, choice, swapped=pair.swapped, edited=edited,
                                          elapsed_ms=elapsed_ms)
         except Exception as exc:

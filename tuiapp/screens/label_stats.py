@@ -86,7 +86,8 @@ class LabelStatsPanel:
             text.append(f"{value}\n")
         text.rstrip()
         self.query_one("#facts", Static).update(text)
-        self.query_one("#label-agreement", Static).update(agreement_text(st["agreement"]))
+        self.query_one("#label-agreement", Static).update(
+            agreement_text(st["agreement"], st.get("judge")))
         table = self.query_one("#label-choices", DataTable)
         table.clear()
         for choice, count in message.choices:
@@ -96,15 +97,27 @@ class LabelStatsPanel:
         self.query_one("#label-winrates", PreferenceBar).show(st["win_rates"])
 
 
-def agreement_text(ag: dict) -> Text:
-    """The label-noise meter: self-agreement on repeated pairs as a bar."""
+def agreement_text(ag: dict, judge: dict | None = None) -> Text:
+    """The label-noise meter: self-agreement on repeated pairs as a bar; below it, where the AI
+    judge labelled this set, its agreement with you and its position-flip rate."""
     text = Text()
     text.append("Self-agreement ", style="bold")
     if not ag.get("pairs"):
-        return text.append("– (no repeats labelled yet)", style="dim")
-    rate = ag["rate"]
-    filled = round(rate * 20)
-    text.append("█" * filled, style="#87d75f")
-    text.append("█" * (20 - filled), style="#ff5f5f")
-    text.append(f" {ag['agree']}/{ag['pairs']} ({rate:.0%})\nlabel noise ≈ {ag['noise']:.0%}")
+        text.append("– (no repeats labelled yet)", style="dim")
+    else:
+        rate = ag["rate"]
+        filled = round(rate * 20)
+        text.append("█" * filled, style="#87d75f")
+        text.append("█" * (20 - filled), style="#ff5f5f")
+        text.append(f" {ag['agree']}/{ag['pairs']} ({rate:.0%})\nlabel noise ≈ {ag['noise']:.0%}")
+    if judge and judge.get("judged"):
+        text.append("\nYou vs judge ", style="bold")
+        if judge["compared"]:
+            kappa = "–" if judge["kappa"] is None else f"{judge['kappa']:+.2f}"
+            text.append(f"{judge['agree']}/{judge['compared']} agree "
+                        f"({judge['raw_agreement']:.0%}), κ {kappa}; "
+                        f"{len(judge['disagreements'])} to review (d)")
+        else:
+            text.append("– (label pairs the judge labelled)", style="dim")
+        text.append(f"\njudge flipped with the sides on {judge['flips']}/{judge['judged']}")
     return text

@@ -13,6 +13,12 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from tuiapp.screens.areas import AREA_KEYS
 
 
+def _open_sweeps(app) -> None:
+    from tuiapp.screens.sweeps import open_sweeps  # plotext loads only when asked for
+
+    open_sweeps(app)
+
+
 class TuneloopCommands(Provider):
     def _commands(self) -> list[tuple[str, object, str]]:
         app = self.app
@@ -42,6 +48,8 @@ class TuneloopCommands(Provider):
                     )
                 )
         commands.append(("Help: every key", app.action_help, "key F1"))
+        commands.append(("Sweeps: compare a sweep's runs as charts", partial(_open_sweeps, app),
+                         "the runs of `tuneloop sweep`: params vs rank, per-method bars"))
         return commands
 
     async def discover(self) -> Hits:

@@ -46,21 +46,31 @@ def _pretty_json(value: Any) -> JSON:
     return JSON(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def _metric_table(summary: dict) -> Table | Text:
+METRIC_COLUMNS = (("last", "last"), ("min", "min"), ("max", "max"), ("last step", "last_step"),
+                  ("count", "count"))
+
+
+def _metric_table(summary: dict, width: int | None = None) -> Table | Text:
+    """Metric names in full (eval_loss and eval_accuracy must not both read `eval_…`); when
+    `width` is short, the right-most columns (count, then last step, max, min) are left out
+    rather than cutting the names."""
     if not summary:
         return Text("no metrics logged", style="dim")
+    cells = {name: [f"{summary[name].get(k):.4g}" if isinstance(summary[name].get(k), float)
+                    else str(summary[name].get(k, "")) for _, k in METRIC_COLUMNS]
+             for name in summary}
+    name_w = max(len("metric"), *(len(n) for n in summary))
+    widths = [max(len(title), *(len(c[i]) for c in cells.values()))
+              for i, (title, _) in enumerate(METRIC_COLUMNS)]
+    keep = len(METRIC_COLUMNS)
+    while width is not None and keep > 1 and name_w + sum(w + 2 for w in widths[:keep]) > width:
+        keep -= 1
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for column in ("metric", "last", "min", "max", "count", "last step"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
+    table.add_column("metric", no_wrap=True, min_width=name_w)
+    for title, _ in METRIC_COLUMNS[:keep]:
+        table.add_column(title, justify="right", no_wrap=True)
     for name in sorted(summary):
-        s = summary[name]
-        table.add_row(
-            name,
-            *(
-                f"{s.get(k):.4g}" if isinstance(s.get(k), float) else str(s.get(k, ""))
-                for k in ("last", "min", "max", "count", "last_step")
-            ),
-        )
+        table.add_row(name, *cells[name][:keep])
     return table
 
 
@@ -297,7 +307,8 @@ class RunsScreen(AreaScreen):
         error_box.display = bool(error)
         error_box.update(Text(f"error: {error}", style="bold red") if error else "")
         self.query_one("#run-config", Static).update(_pretty_json(run.config or {}))
-        self.query_one("#run-metrics", Static).update(_metric_table(message.detail["metrics"]))
+        metrics = self.query_one("#run-metrics", Static)
+        metrics.update(_metric_table(message.detail["metrics"], width=metrics.size.width or None))
         env = getattr(run, "environment", None)
         self.query_one("#run-env", Static).update(
             _pretty_json(env) if env else Text("not recorded", style="dim")

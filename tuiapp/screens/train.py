@@ -68,16 +68,19 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     BINDINGS = [
         Binding("ctrl+t", "preflight", "Pre-flight", id="train.preflight"),
         Binding("ctrl+s", "start", "Start", id="train.start"),
-        Binding("ctrl+l", "queue", "Queue (start later)", id="train.queue"),
+        Binding("ctrl+l", "queue", "Queue", id="train.queue"),
         Binding("ctrl+b", "cancel_run", "Cancel run", id="train.cancel"),
         Binding("ctrl+n", "resume_run", "Resume run", id="train.resume"),
-        Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh"),
-        Binding("alt+left", "older_samples", "Older samples", id="train.older_samples"),
-        Binding("alt+right", "newer_samples", "Newer samples", id="train.newer_samples"),
+        Binding("ctrl+r", "refresh", "Refresh lists", id="train.refresh", show=False),
+        # the footer keeps room for the job keys; help, palette and the monitor list these
+        Binding("alt+left", "older_samples", "Older samples", id="train.older_samples",
+                show=False),
+        Binding("alt+right", "newer_samples", "Newer samples", id="train.newer_samples",
+                show=False),
     ]
     DEFAULT_CSS = """
     #train-body { height: 1fr; }
-    #train-left { width: 64; padding: 0 1; border-right: vkey $panel; }
+    #train-left { width: 46%; min-width: 44; max-width: 64; padding: 0 1; border-right: vkey $panel; }
     #train-left .section-title { margin-top: 0; }
     .tr-row { height: 1; }
     .tr-label { width: 12; color: $text-muted; }
@@ -87,11 +90,11 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
     #train-form { height: 1fr; border-top: hkey $panel; }
     #train-field-help { height: 2; color: $text-muted; }
     #train-buttons { height: 1; }
-    #train-buttons Button { margin-right: 2; }
+    #train-buttons Button { margin-right: 1; }
     #train-right { width: 1fr; padding: 0 1; }
     #train-right .section-title { margin-top: 0; }
     #train-preflight-box { height: auto; max-height: 9; }
-    #train-queue { height: 6; }
+    #train-queue { height: 6; max-height: 20%; }
     #train-monitor { border-top: hkey $panel; }
     """
 

@@ -71,6 +71,7 @@ class ConfigForm(VerticalScroll):
         self.by_name = {f["name"]: f for f in self.fields}
         self.initial = {f["name"]: f["default"] for f in self.fields} | dict(values or {})
         self.errors: dict[str, str] = {}
+        self._shown: dict[str, str] = {}  # field -> the error row's text on screen
 
     def compose(self) -> ComposeResult:
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -145,9 +146,18 @@ class ConfigForm(VerticalScroll):
         for name in self.by_name:
             box = self.query_one(f"#cf-{name}-error", Static)
             message = self.errors.get(name)
-            box.update(Text(f"✗ {message}") if message else "")
-            box.display = bool(message)
-            self.control(name).set_class(bool(message), "-invalid")
+            text = f"✗ {message}" if message else ""
+            # Only what changed is touched: every display flip re-lays out the form, and this
+            # runs on every keystroke while the person is typing
+            if self._shown.get(name, "") != text:
+                self._shown[name] = text
+                box.update(Text(text))
+                box.display = bool(message)
+                control = self.control(name)
+                control.set_class(bool(message), "-invalid")
+                if message and control.has_focus:
+                    # the row under the field being typed in: keep it in view, not cut off
+                    self.call_after_refresh(self.scroll_to_widget, box, animate=False)
 
     # ---- events -----------------------------------------------------------------------------
 

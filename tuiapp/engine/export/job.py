@@ -169,10 +169,23 @@ def resolve_source(ref: str | int, store: Any) -> ExportSource:
 # ------------------------------------------------------------------ plan
 
 
+def _check_mergeable(source: ExportSource) -> None:
+    """Prefix and prompt tuning add no weights (train/methods.py): refused before anything loads."""
+    from tuiapp.engine.train.methods import no_merge_reason
+
+    for folder in (*source.merge_dirs, source.adapter_dir):
+        reason = no_merge_reason(folder) if folder is not None else None
+        if reason:
+            raise ExportError(f"{reason}. A GGUF file holds the weights of one model; export a run of "
+                              "a method that merges (lora, qlora, dora, ia3, bitfit, full), or compare "
+                              "this one with its base in Compare.")
+
+
 def plan_export(ref: str | int, store: Any, quants: str | Iterable[str] = ("f16",)) -> dict:
     """What an export of ``ref`` will write and the predicted bytes of each file; writes nothing."""
     names = parse_quants(quants)
     source = resolve_source(ref, store)
+    _check_mergeable(source)
     try:
         # the architecture first: refused here, before a merge loads anything
         writer = choose_writer()

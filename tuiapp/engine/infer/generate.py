@@ -136,7 +136,11 @@ class TransformersBackend:
     least recently used one is deleted beyond that.
 
     ``merge_adapters``: adapters merged into the base in memory first (an aligned run's SFT start);
-    the backend then stands for that start model, and its runs' adapters are swapped on top."""
+    the backend then stands for that start model, and its runs' adapters are swapped on top.
+
+    PEFT holds one adapter type per loaded model: the first adapter's type (LoRA and DoRA, IA3,
+    prefix or prompt tuning) hot-swaps here; an adapter of another type is loaded separately, on
+    a second copy of the base (``_side_backend``), and its answers say so in ``meta``."""
 
     def __init__(self, base_dir: str | Path, load_in_4bit: bool = False, device: str = "auto",
                  adapter_cache_size: int = 4, dtype: str = "auto", merge_adapters=()):
@@ -146,6 +150,11 @@ class TransformersBackend:
 
         if adapter_cache_size < 1:
             raise GenerationError("adapter_cache_size must be at least 1")
+        self._options = dict(base_dir=base_dir, load_in_4bit=load_in_4bit, device=device, dtype=dtype,
+                             adapter_cache_size=adapter_cache_size, merge_adapters=merge_adapters)
+        self.peft_type: str | None = None     # the PEFT type of the adapters hot-swapped here
+        self._side: dict[str, TransformersBackend] = {}   # other types, each on its own base copy
+        self._group_lock = threading.Lock()
         self.base_dir = Path(base_dir).resolve()
         if not (self.base_dir / "config.json").exists():
             raise GenerationError(f"{self.base_dir} is not a Hugging Face model folder (no config.json)")
@@ -219,8 +228,24 @@ class TransformersBackend:
                 "its answers on this base would mean nothing. Load it on its own base.")
 
     def loaded_adapters(self) -> list[str]:
-        """Adapter folders currently loaded, least recently used first."""
-        return list(self.adapters)
+        """Adapter folders currently loaded, least recently used first (then those of other
+        PEFT types, loaded separately)."""
+        return list(self.adapters) + [a for side in self._side.values() for a in side.loaded_adapters()]
+
+    def _side_backend(self, adapter: str | Path):
+        """None when ``adapter`` hot-swaps on this base (its PEFT type is the one loaded here, or
+        nothing is loaded yet); else the backend of its type on a second copy of the base: PEFT
+        cannot put an IA3 or prefix/prompt-tuning adapter beside LoRA ones on one model."""
+        from tuiapp.engine.train.methods import adapter_type
+
+        kind = adapter_type(Path(adapter)) or "LORA"
+        with self._group_lock:
+            if self.peft_type in (None, kind):
+                self.peft_type = kind
+                return None
+            if kind not in self._side:
+                self._side[kind] = TransformersBackend(**self._options)
+            return self._side[kind]
 
     def _activate(self, adapter: str | Path) -> None:
         key = str(Path(adapter).resolve())
@@ -295,6 +320,18 @@ class TransformersBackend:
                 raise GenerationError(f"the prompt is {len(ids)} tokens; the model takes at most "
                                       f"{self.max_positions}. Shorten it.")
             budget = min(budget, self.max_positions - len(ids))
+        side = self._side_backend(adapter) if adapter is not None else None
+        if side is not None:
+            from tuiapp.engine.train.methods import method_words
+
+            for chunk in side.generate(adapter, prompt, params, system=system, cancel=cancel):
+                if chunk.done:
+                    chunk.meta["loaded_separately"] = (
+                        f"{method_words(side.peft_type)} adapters run on their own copy of the base: "
+                        f"PEFT keeps one adapter type per model and {method_words(self.peft_type)} "
+                        "adapters are loaded on this one")
+                yield chunk
+            return
         stream = TextStream(lambda t: self.tokenizer.decode(t, skip_special_tokens=True), params.stop)
         with self.lock:
             if adapter is None:
@@ -303,19 +340,27 @@ class TransformersBackend:
             else:
                 self._activate(adapter)
                 model, scope = self.peft, contextlib.nullcontext()
+            step_model = model
+            if adapter is not None and self.peft.active_peft_config.is_prompt_learning:
+                # PEFT puts the virtual tokens / prefix in front on every call; once they are in
+                # the KV cache the following tokens go through the plain model.
+                step_model = self.peft.get_base_model()
             with scope, torch.inference_mode():
                 state: dict[str, Any] = {"past": None}
 
-                def forward(tokens: list[int]):
+                def forward(tokens: list[int], net):
                     x = torch.tensor([tokens], device=self.device)
-                    out = model(input_ids=x, past_key_values=state["past"], use_cache=True)
+                    out = net(input_ids=x, past_key_values=state["past"], use_cache=True)
                     state["past"] = out.past_key_values
                     return out.logits[0, -1].float().cpu().numpy()
 
-                yield from _decode_loop(lambda tok: forward([tok]), forward(ids), len(ids), stream,
-                                        stop_ids, params, t0, cancel, budget)
+                yield from _decode_loop(lambda tok: forward([tok], step_model), forward(ids, model), len(ids),
+                                        stream, stop_ids, params, t0, cancel, budget)
 
     def close(self) -> None:
+        for side in self._side.values():
+            side.close()
+        self._side.clear()
         self.peft = None
         self.model = None
         self.adapters.clear()

@@ -3,8 +3,10 @@
 It reads ``RUN_DIR/job.json`` (written by the Runner), imports the algorithm, trains with a
 JSON-lines sink (``RUN_DIR/events.jsonl``) and turns any exception into an ``error`` event a
 person can act on; the full traceback goes to ``RUN_DIR/error.log``, never to the UI.
-Exit codes: 0 completed, 1 failed, 3 cancelled. It never touches the store: the parent
-replays the events, so a crash here cannot corrupt it.
+Exit codes: 0 completed, 1 failed, 3 cancelled (0 for a cancelled rank of a process group:
+torchrun treats any other code as a failure). It never touches the store: the parent replays
+the events, so a crash here cannot corrupt it. Under ``accelerate launch`` (num_processes > 1)
+every rank runs this module; what differs per rank is in ``launch.py``.
 """
 
 from __future__ import annotations
@@ -111,9 +113,28 @@ def _is_data_error(exc: BaseException) -> bool:
 
 
 def run_job(run_dir: Path) -> int:
+    from tuiapp.engine.jobs import launch
+
+    rank, world = launch.rank_env()  # set by torchrun when the runner started a process group
+    if world > 1:
+        launch.start_rank(run_dir, rank)
+    code, error = _run_job(run_dir, rank, world)
+    if world > 1:
+        launch.end_rank(run_dir, rank, code, error)
+        if code == EXIT_CANCELLED:
+            return EXIT_OK  # torchrun counts any other code as a failed rank; the done event says
+    return code
+
+
+def _run_job(run_dir: Path, rank: int, world: int) -> tuple[int, dict[str, Any] | None]:
+    from tuiapp.engine.jobs.launch import GroupJobContext, logs_dir, world_size_refusal
+
     job = json.loads((run_dir / "job.json").read_text(encoding="utf-8"))
-    sink = _WatchingSink(JsonlSink(run_dir / "events.jsonl"))
-    ctx = JobContext(
+    # One event stream for the runner: rank 0's. The others keep theirs beside their stderr.
+    events = run_dir / "events.jsonl" if rank == 0 else logs_dir(run_dir) / f"rank-{rank}.events.jsonl"
+    error_log = run_dir / "error.log" if rank == 0 else logs_dir(run_dir) / f"rank-{rank}.error.log"
+    sink = _WatchingSink(JsonlSink(events))
+    ctx = (GroupJobContext if world > 1 else JobContext)(
         output_dir=run_dir, sink=sink,
         resume_from=Path(job["resume_from"]) if job.get("resume_from") else None,
         run_id=job.get("run_id"),
@@ -128,30 +149,35 @@ def run_job(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: request_stop(run_dir))
     config = None
     try:
-        from tuiapp.engine.train.config import from_dict
+        from tuiapp.engine.train.config import ConfigError, from_dict
 
         config = from_dict(job["kind"], job["config"])
+        if ctx.resume_from is not None:
+            refusal = world_size_refusal(ctx.resume_from, config)
+            if refusal:
+                raise ConfigError("num_processes", refusal)
         train = load_algorithm(job["algorithm"])
         result = train(config, ctx) or {}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a readable event
-        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        error_log.parent.mkdir(parents=True, exist_ok=True)
+        error_log.write_text(traceback.format_exc(), encoding="utf-8")
         try:
             info = describe_error(exc, sink.phase, config, run_dir)
         except Exception:  # noqa: BLE001 - the message must get out even if wording fails
             info = {"kind": "crash", "phase": sink.phase,
-                    "message": f"{type(exc).__name__}; see {run_dir / 'error.log'}"}
+                    "message": f"{type(exc).__name__}; see {error_log}"}
         # Built by hand: the error event's own "kind" field would collide with make_event's.
         sink.emit({"event": "error", "t": time.time(), **info})
         sink.close()
-        return EXIT_FAILED
+        return EXIT_FAILED, info
     status = _result_status(result, ctx, sink)
-    if status == "completed" and result.get("final_dir"):
+    if status == "completed" and result.get("final_dir") and rank == 0:
         _write_plain_peft(ctx, result)
     if sink.done is None:
         safe = {k: v for k, v in result.items() if k not in ("event", "t", "status", "output_dir")}
         sink.emit(make_event("done", status=status, output_dir=str(run_dir), **safe))
     sink.close()
-    return EXIT_CANCELLED if status == "cancelled" else EXIT_OK
+    return (EXIT_CANCELLED if status == "cancelled" else EXIT_OK), None
 
 
 def _write_plain_peft(ctx: JobContext, result: dict[str, Any]) -> None:

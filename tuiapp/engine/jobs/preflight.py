@@ -45,6 +45,7 @@ class PreflightReport:
     warnings: list[str] = field(default_factory=list)
     start: dict[str, Any] | None = None    # alignment jobs: policy.StartPoint as a dict
     parent_run_id: int | None = None       # the run an alignment job starts from
+    distributed: dict[str, Any] = field(default_factory=dict)  # world size, global batch, sharding
 
     @property
     def ok(self) -> bool:
@@ -81,7 +82,8 @@ class PreflightReport:
         if self.memory:
             m = self.memory
             free = f", {m['free_bytes'] / GiB:.1f} GiB free" if m.get("free_bytes") else ""
-            table.add_row("peak memory", f"≈ {m['estimate_bytes'] / GiB:.2f} GiB on "
+            each = " per device" if m.get("per_device") else ""
+            table.add_row("peak memory", f"≈ {m['estimate_bytes'] / GiB:.2f} GiB{each} on "
                                          f"{self.device}{free}")
         tok = self.tokens.get("tokens") or {}
         if tok:
@@ -91,6 +93,14 @@ class PreflightReport:
         if trunc:
             table.add_row("truncated", f"{trunc['count']} ({trunc['share'] * 100:.1f}%) at "
                                        f"max_length {self.tokens.get('max_length')}")
+        d = self.distributed
+        if d:
+            table.add_row("global batch", f"{d['global_batch']} = {d['per_device_batch']} per device "
+                                          f"x {d['num_processes']} process(es) x {d['grad_accum']} "
+                                          "accumulation")
+            if d["num_processes"] > 1:
+                table.add_row("processes", f"{d['num_processes']} on {self.device} "
+                                           f"({d['strategy']}, {d['backend']})")
         if self.steps:
             table.add_row("steps", f"about {self.steps}")
         parts: list[Any] = [table]
@@ -154,17 +164,25 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
             model_cfg = None
     shared = None
     if model_cfg is not None:
-        shared = _shared_estimate(config, model, tokenizer, report.device)
-        if shared is not None:
-            report.params, report.memory = shared
-        else:
-            report.params = count_parameters(model_cfg, config, tokenizer)
-            report.memory = estimate_memory(model_cfg, config, report.params, report.device)
+        try:
+            shared = _shared_estimate(config, model, tokenizer, report.device)
+            if shared is not None:
+                report.params, report.memory = shared
+            else:
+                report.params = count_parameters(model_cfg, config, tokenizer)
+                report.memory = estimate_memory(model_cfg, config, report.params, report.device)
+        except ValueError as exc:  # the method cannot go on this model (bitfit without biases, ...)
+            report.refusals.append(f"method: {_first_line(exc)}")
+            model_cfg = shared = None
     if version is not None:
         _check_data(report, config, version, tokenizer)
         if model_cfg is not None and shared is not None:
             _fit_memory_to_data(report, config, model, tokenizer)
+    from tuiapp.engine.jobs.launch import check_processes, share_memory
+
+    check_processes(report, config)  # world size, global batch, what several processes refuse
     if report.memory:
+        share_memory(report, config)
         _check_memory(report, config, free_bytes)
     return report
 
@@ -380,6 +398,10 @@ def count_parameters(model_cfg: Any, config: Any, tokenizer: Any = None) -> dict
     method = getattr(config, "method", "full")
     if method == "full":
         trainable = total
+    elif method not in ("lora", "qlora"):  # the engine's own method on a meta model (methods.py)
+        from tuiapp.engine.train.methods import meta_trainable
+
+        trainable = meta_trainable(model_cfg, config)
     else:
         r = config.lora_r
         targets = set(getattr(config, "target_modules", ["all-linear"]))
@@ -426,7 +448,7 @@ def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device:
     if method == "qlora":
         # nf4: half a byte per weight plus one fp32 scale per 64-weight block.
         weights = linear * (0.5 + 4 / 64) + (total - linear) * wb + trainable * 4
-    elif method == "lora":
+    elif method not in ("full", "bitfit"):  # a PEFT adapter (fp32) on a base in the compute dtype
         weights = total * wb + trainable * 4
     else:
         weights = total * wb

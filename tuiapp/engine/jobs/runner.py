@@ -120,8 +120,14 @@ class Runner:
         log = (run_dir / "child.log").open("ab")
         env = {**os.environ, **self.env}
         try:
+            cmd = self.command(run)
+        except (ValueError, OSError) as exc:
+            log.close()
+            return self.store.update_run(run.id, status="failed",
+                                         error=f"could not build the launch command: {exc}")
+        try:
             proc = subprocess.Popen(
-                [self.python, "-m", CHILD_MARKER, str(run_dir)], stdout=log,
+                cmd, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)  # Ctrl-C in a terminal reaches the CLI, not the job
         except OSError as exc:
@@ -132,6 +138,18 @@ class Runner:
         self._procs[run.id] = proc
         self._progress[run.id] = {"step": 0, "total_steps": None, "eta_s": None}
         return self.store.update_run(run.id, status="running", pid=proc.pid, error=None)
+
+    def command(self, run: Any) -> list[str]:
+        """The child's argv: one process, or an accelerate launch group (see launch.py)."""
+        run_dir = Path(run.output_dir)
+        if _world(run) == 1:
+            return [self.python, "-m", CHILD_MARKER, str(run_dir)]
+        from tuiapp.engine.jobs.launch import launch_command
+        from tuiapp.engine.train.config import from_dict
+
+        config = from_dict(run.kind, run.config)
+        return launch_command(config, run_dir, self.python,
+                              device=(run.environment or {}).get("device", "cpu"))
 
     # ---------------------------------------------------------------- events → store
 
@@ -164,14 +182,18 @@ class Runner:
                 # Let the child exit (and free its memory) before the next job may start.
                 if proc is not None and not ended:
                     try:
-                        proc.wait(timeout=30)
+                        rc = proc.wait(timeout=30)
                     except subprocess.TimeoutExpired:
                         pass
                 self._procs.pop(run.id, None)
+                if _world(run) > 1:
+                    return self._finish_group(run, terminal, rc)
                 return self._finish(run, terminal)
             if not ended:
                 return run
             self._procs.pop(run.id, None)
+            if _world(run) > 1:
+                return self._finish_group(run, None, rc)
             if rc is not None and rc < 0:
                 sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
                 return self.store.update_run(
@@ -236,6 +258,24 @@ class Runner:
             fields["adapter_model_id"] = model.id
         return self.store.update_run(run.id, **fields)
 
+    def _finish_group(self, run: Any, terminal: dict[str, Any] | None, rc: int | None) -> Any:
+        """A process group ended (or its rank 0 reported the end): no rank may outlive the run;
+        a failure names the rank that failed first, not the peers that lost it."""
+        from tuiapp.engine.jobs.launch import group_failure, stop_group
+
+        stop_group(run.output_dir, run.pid)
+        failed = terminal is None or terminal.get("event") == "error" or rc not in (0, 3, None)
+        reason = group_failure(run.output_dir, rc) if failed else None
+        if reason is not None and not (terminal and terminal.get("event") == "error"
+                                       and reason.startswith("rank 0 ") and "killed" not in reason):
+            return self.store.update_run(run.id, status="failed", error=reason)
+        if terminal is not None:
+            return self._finish(run, terminal)
+        return self.store.update_run(
+            run.id, status="failed" if rc else "interrupted",
+            error=(f"the process group exited with code {rc} without a result; see "
+                   f"{Path(run.output_dir) / 'child.log'}") if rc else VANISHED.format(id=run.id))
+
     def progress(self, run_id: int) -> dict[str, Any]:
         """Latest step, total, ETA, loss, tokens/s, phase and checkpoint seen by this runner."""
         return dict(self._progress.get(run_id, {}))
@@ -252,8 +292,12 @@ class Runner:
         raise ValueError(f"run {run_id} is {run.status}; only queued or running runs can be "
                          "cancelled")
 
-    def resume(self, run_id: int) -> Any:
-        """Queue a new run continuing ``run_id`` from its newest complete checkpoint."""
+    def resume(self, run_id: int, num_processes: int | None = None) -> Any:
+        """Queue a new run continuing ``run_id`` from its newest complete checkpoint, on the
+        same world size (``num_processes`` other than the checkpoint's is refused in words)."""
+        from tuiapp.engine.jobs.launch import world_size_refusal
+        from tuiapp.engine.train.config import from_dict
+
         old = self.store.get_run(run_id)
         if old.status not in RESUMABLE:
             raise ValueError(f"run {run_id} is {old.status}; only cancelled, interrupted or "
@@ -262,10 +306,20 @@ class Runner:
         if ckpt is None:
             raise ValueError(f"run {run_id} has no complete checkpoint to resume from; start it "
                              "again instead (lower save_steps to checkpoint more often)")
+        config = dict(old.config)
+        if num_processes is not None:
+            config["num_processes"] = int(num_processes)
+        try:
+            refusal = world_size_refusal(ckpt, from_dict(old.kind, config))
+        except ValueError:  # a config this version cannot read: the child will say so
+            refusal = None
+        if refusal:
+            raise ValueError(f"run {run_id} cannot be resumed so: {refusal}")
         job = json.loads((Path(old.output_dir) / "job.json").read_text(encoding="utf-8"))
+        job["config"] = {**job.get("config", {}), **config}
         step = int(ckpt.name.split("-")[-1])
         new = self.store.create_run(
-            old.kind, old.config, base_model_id=old.base_model_id,
+            old.kind, config, base_model_id=old.base_model_id,
             dataset_version_id=old.dataset_version_id, parent_run_id=old.parent_run_id,
             seed=old.seed, environment=environment(old.environment.get("device", "cpu"),
                                                    old.environment.get("dataset_hash")),
@@ -341,6 +395,14 @@ class Runner:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _world(run: Any) -> int:
+    """Processes the run's job starts (its config's num_processes; 1 for older runs)."""
+    try:
+        return max(1, int((run.config or {}).get("num_processes", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def pid_is_job(pid: int | None) -> bool:

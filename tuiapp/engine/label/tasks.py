@@ -20,6 +20,10 @@ Conventions this module fixes:
   written from (chosen = rewrite, rejected = original); "both bad" rows are kept with `"both_bad": true`
   (trainers that should not learn from them filter on it); ties, skips and pairs whose two
   answers are the same text are left out (lineage["left_out"] counts them by reason).
+- Sources: a person's labels ("human") by default everywhere. An export may take the AI judge's
+  labels (judge.py) instead, or "both": the person's label where there is one, else the
+  judge's — a judge never outvotes a person. Such rows carry "label_source", and lineage says
+  which source was asked for and how many rows came from each.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 from store.refs import canonical_ref
 
 EXPORT_CHOICES = ("a", "b", "both_bad")
+EXPORT_SOURCES = ("human", "judge", "both")
 
 
 class LabelsError(ValueError):
@@ -274,9 +279,19 @@ class LabelWriter:
 # ---- reading labels back -------------------------------------------------------------------
 
 
-def _labelled(store: Any, task_set: str | None) -> tuple[dict[int, Any], dict[int, Any]]:
+def _labelled(store: Any, task_set: str | None,
+              source: str = "human") -> tuple[dict[int, Any], dict[int, Any]]:
+    """Tasks by id and the live label per task from `source` (EXPORT_SOURCES; "both": the
+    person's where there is one, else the judge's)."""
     tasks = {t.id: t for t in store.list_label_tasks(task_set)}
-    live = {e.task_id: e for e in store.live_labels(task_set) if e.task_id in tasks}
+    if source not in EXPORT_SOURCES:
+        raise LabelsError(f"label source must be one of {', '.join(EXPORT_SOURCES)}, "
+                          f"got {source!r}")
+    order = {"human": ("human",), "judge": ("judge",), "both": ("judge", "human")}[source]
+    live: dict[int, Any] = {}
+    for src in order:  # later sources overwrite earlier ones: the person's label wins
+        live.update({e.task_id: e for e in store.live_labels(task_set, source=src)
+                     if e.task_id in tasks})
     return tasks, live
 
 
@@ -331,7 +346,9 @@ def agreement(store: Any, task_set: str | None = None, _read=None) -> dict[str, 
 
 
 def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Counts, pace, self-agreement and win-rates of one task set (None: all)."""
+    """Counts, pace, self-agreement and win-rates of one task set (None: all), and the AI
+    judge's figures and agreement with a person (agreement.py) under "judge"."""
+    from tuiapp.engine.label import agreement as judge_agreement
     from tuiapp.engine.label import winrate
 
     read = tasks, live = _labelled(store, task_set)  # one read serves every figure
@@ -354,6 +371,7 @@ def stats(store: Any, task_set: str | None = None, n_boot: int = 1000, seed: int
         "agreement": agreement(store, task_set, read),
         "win_rates": winrate.summarize(comparisons(store, task_set, read), n_boot=n_boot,
                                        seed=seed),
+        "judge": judge_agreement.judge_vs_human(store, task_set),
     }
 
 
@@ -365,11 +383,13 @@ def _turns(system: str | None, prompt: str) -> list[dict]:
     return turns + [{"role": "user", "content": prompt}]
 
 
-def export_rows(store: Any, task_set: str | None = None) -> tuple[list[dict], dict]:
+def export_rows(store: Any, task_set: str | None = None,
+                source: str = "human") -> tuple[list[dict], dict]:
     """The preference rows (TRL conversational format) and their lineage."""
-    tasks, live = _labelled(store, task_set)
+    tasks, live = _labelled(store, task_set, source)
     rows, events, models, sets = [], [], set(), set()
     left_out: Counter = Counter()
+    from_source: Counter = Counter()
     for task_id in sorted(live):
         task, event = tasks[task_id], live[task_id]
         if is_repeat(task) or len(task.candidates) < 2:
@@ -397,6 +417,9 @@ def export_rows(store: Any, task_set: str | None = None) -> tuple[list[dict], di
             "task_id": task.id,
             "label_event_id": event.id,
         })
+        if source != "human":  # a person's exports keep the bytes they always had
+            rows[-1]["label_source"] = event.source
+        from_source[event.source] += 1
         events.append(event.id)
         models.update(c["model_ref"] for c in (a, b))
         sets.add(task.task_set)
@@ -408,22 +431,32 @@ def export_rows(store: Any, task_set: str | None = None) -> tuple[list[dict], di
         "label_event_ids": events,
         "models": sorted(models),
         "left_out": dict(left_out),
+        "label_source": source,
+        "rows_by_source": dict(from_source),
     }
+    judged = [live[r["task_id"]] for r in rows if live[r["task_id"]].source == "judge"]
+    if judged:
+        lineage["judges"] = sorted({e.detail.get("judge") for e in judged if e.detail.get("judge")})
+        lineage["constitutions"] = sorted({e.detail.get("constitution_sha256") for e in judged
+                                           if e.detail.get("constitution_sha256")})
     return rows, lineage
 
 
 def export(store: Any, task_set: str | None = None, out: str | Path | None = None, *,
-           home: str | Path | None = None, name: str | None = None) -> Any:
-    """Live labels → a new immutable preference dataset version (`labels/<task set>`), written
-    to home/datasets/labels-<hash16>.jsonl (and copied to `out` if given). The same labels give
+           home: str | Path | None = None, name: str | None = None,
+           source: str = "human") -> Any:
+    """Live labels of `source` (EXPORT_SOURCES) → a new immutable preference dataset version
+    (`labels/<task set>`, `labels/<task set>/judge` or `/both`), written to
+    home/datasets/labels-<hash16>.jsonl (and copied to `out` if given). The same labels give
     the same bytes, so exporting again returns the existing version."""
     from tuiapp.engine import data
 
-    rows, lineage = export_rows(store, task_set)
+    rows, lineage = export_rows(store, task_set, source)
     if not rows:
         where = f"task set {task_set!r}" if task_set else "the store"
-        raise LabelsError(f"{where} has no labels to export yet (ties and skips are left out); "
-                          "label some pairs first")
+        whose = {"human": "", "judge": " from the judge", "both": ""}[source]
+        raise LabelsError(f"{where} has no labels{whose} to export yet (ties and skips are left "
+                          "out); label some pairs first")
     payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     blob = payload.encode("utf-8")
     digest = hashlib.sha256(blob).hexdigest()
@@ -441,7 +474,8 @@ def export(store: Any, task_set: str | None = None, out: str | Path | None = Non
     stats_ = {"rows": len(rows), "both_bad": sum(r["both_bad"] for r in rows),
               "edited": sum(r["edited"] for r in rows)}
     return store.add_dataset_version(
-        name or f"labels/{task_set or 'all'}", str(target), digest, report.format or
+        name or f"labels/{task_set or 'all'}" + ("" if source == "human" else f"/{source}"),
+        str(target), digest, report.format or
         "preference_messages", "preference", len(rows), stats=stats_, source="labels",
         lineage=lineage)
 
@@ -473,3 +507,7 @@ def summary_lines(st: dict) -> Iterable[str]:
     if ag["pairs"]:
         yield (f"self-agreement {ag['agree']}/{ag['pairs']} ({ag['rate']:.0%}); "
                f"label noise ≈ {ag['noise']:.0%}")
+    if st.get("judge"):
+        from tuiapp.engine.label import agreement as judge_agreement
+
+        yield from judge_agreement.summary_lines(st["judge"])

@@ -96,17 +96,29 @@ class EventCallback(TrainerCallback):
 
     # -- checkpoints and samples -----------------------------------------------------------
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # several processes: rank 0 marks the checkpoint and answers the prompts
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             mark_checkpoint_complete(folder, state.global_step)
             self.ctx.emit("checkpoint", step=state.global_step, path=str(folder))
         model = kwargs.get("model")
         tok = self.tokenizer or kwargs.get("processing_class")
-        if model is not None and tok is not None and self.sample_prompts:
+        if model is not None and tok is not None and self.sample_prompts and not _sharded(args):
             for prompt, output in generate_samples(
                 model, tok, self.sample_prompts, self.sample_max_new_tokens, self.chat
             ):
                 self.ctx.emit("sample", step=state.global_step, prompt=prompt, output=output)
+
+
+def _sharded(args) -> bool:
+    """Weights split across ranks (FSDP, ZeRO-3): rank 0 alone cannot generate."""
+    import os
+
+    if getattr(args, "world_size", 1) <= 1:
+        return False
+    return (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+            or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
 
 
 def generate_samples(model, tokenizer, prompts, max_new_tokens: int = 48, chat: bool = True):

@@ -6,7 +6,26 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
-from tuiapp.engine.train.config_base import CHAT_TEMPLATES, CommonTrainConfig, ConfigError, opt
+from tuiapp.engine.train.config_base import (
+    ALIGN_METHODS,
+    CHAT_TEMPLATES,
+    CommonTrainConfig,
+    ConfigError,
+    check_method_fields,
+    ia3_feedforward_opt,
+    ia3_targets_opt,
+    opt,
+    virtual_tokens_opt,
+)
+
+# DPO and KTO train any method whose reference works (config_base.ALIGN_METHODS): the PEFT ones
+# against the start model with the new adapter disabled, full and bitfit against a frozen copy.
+PREFERENCE_METHOD_HELP = (
+    "lora: a new adapter on the start model; dora: LoRA with weight decomposition; ia3: learned "
+    "scaling vectors; prefix / prompt: prefix or prompt tuning (the reference is the start model "
+    "with the adapter disabled); full: every weight; bitfit: bias terms only (full and bitfit "
+    "keep a frozen reference copy or precomputed reference log-probs)."
+)
 
 # --- alignment -------------------------------------------------------------------------------
 
@@ -42,7 +61,7 @@ class AlignCommonConfig(CommonTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.method == "lora":
+        if self.method in ("lora", "dora"):
             if self.lora_r < 1:
                 raise ConfigError("lora_r", f"must be at least 1, got {self.lora_r}")
             if not 0 <= self.lora_dropout < 1:
@@ -81,8 +100,14 @@ class DPOJobConfig(AlignCommonConfig):
         group="method",
     )
 
+    method: str = opt("lora", PREFERENCE_METHOD_HELP, ALIGN_METHODS, group="method")
+    num_virtual_tokens: int = virtual_tokens_opt()
+    ia3_target_modules: list[str] = ia3_targets_opt()
+    ia3_feedforward_modules: list[str] = ia3_feedforward_opt()
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_method_fields(self)
         if self.beta <= 0:
             raise ConfigError("beta", f"must be > 0, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
@@ -108,8 +133,14 @@ class KTOJobConfig(AlignCommonConfig):
         group="method",
     )
 
+    method: str = opt("lora", PREFERENCE_METHOD_HELP, ALIGN_METHODS, group="method")
+    num_virtual_tokens: int = virtual_tokens_opt()
+    ia3_target_modules: list[str] = ia3_targets_opt()
+    ia3_feedforward_modules: list[str] = ia3_feedforward_opt()
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_method_fields(self)
         if self.beta <= 0:
             raise ConfigError("beta", f"must be > 0, got {self.beta}")
 

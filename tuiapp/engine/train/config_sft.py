@@ -7,29 +7,38 @@ from dataclasses import dataclass
 
 from tuiapp.engine.train.config_base import (
     CHAT_TEMPLATES,
+    METHOD_HELP,
     METHODS,
     CommonTrainConfig,
     ConfigError,
+    check_method_fields,
+    ia3_feedforward_opt,
+    ia3_targets_opt,
     opt,
+    virtual_tokens_opt,
 )
 
 
 @dataclass
 class SFTJobConfig(CommonTrainConfig):
-    """Supervised fine-tuning: full, LoRA or QLoRA (4-bit nf4 base + LoRA)."""
+    """Supervised fine-tuning with any of METHODS (full, LoRA, QLoRA, DoRA, IA3, prefix, prompt,
+    BitFit)."""
 
     kind: typing.ClassVar[str] = "sft"
 
-    method: str = opt("lora", "full: every weight; lora: low-rank adapters; qlora: LoRA on a 4-bit base.", METHODS, group="method")
+    method: str = opt("lora", METHOD_HELP, METHODS, group="method")
     lora_r: int = opt(16, "LoRA rank: adapter capacity (8-64 typical).", group="method")
     lora_alpha: int = opt(32, "LoRA scaling numerator (the update is scaled by alpha / r).", group="method")
     lora_dropout: float = opt(0.05, "Dropout on the LoRA input.", group="method")
     target_modules: list[str] = opt(
         ["all-linear"], "Modules that get adapters: all-linear, or names such as q_proj,v_proj.", group="method"
     )
+    num_virtual_tokens: int = virtual_tokens_opt()
+    ia3_target_modules: list[str] = ia3_targets_opt()
+    ia3_feedforward_modules: list[str] = ia3_feedforward_opt()
     train_template_tokens: bool = opt(
         True,
-        "Under LoRA, also train the embedding rows of the chat template's special tokens "
+        "Under LoRA/DoRA (ignored by the other methods), also train the embedding rows of the chat template's special tokens "
         "(a base model that never saw them cannot learn to stop otherwise).",
         group="method",
     )
@@ -52,15 +61,7 @@ class SFTJobConfig(CommonTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.method != "full":
-            if self.lora_r < 1:
-                raise ConfigError("lora_r", f"must be at least 1, got {self.lora_r}")
-            if self.lora_alpha < 1:
-                raise ConfigError("lora_alpha", f"must be at least 1, got {self.lora_alpha}")
-            if not 0 <= self.lora_dropout < 1:
-                raise ConfigError("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
-            if not self.target_modules:
-                raise ConfigError("target_modules", "give at least one module name, or all-linear")
+        check_method_fields(self)
 
 
 @dataclass

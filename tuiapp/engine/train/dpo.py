@@ -25,7 +25,7 @@ from typing import Any
 
 from tuiapp.engine import data
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import padding_free, policy, pretokenized
+from tuiapp.engine.train import methods, padding_free, policy, pretokenized
 from tuiapp.engine.train.config import DPOJobConfig, KTOJobConfig
 from tuiapp.engine.train.sft import dataset_file, parameter_counts, split_records
 
@@ -171,7 +171,10 @@ def _load(config: Any, ctx: JobContext):
 
 
 def _peft_config(config: Any):
-    return policy.new_lora_config(config) if config.method == "lora" else None
+    """The new adapter TRL puts on the start model (LoRA, DoRA, IA3, prefix, prompt); its
+    reference is the start model with that adapter disabled (PEFT's disable_adapter). Full and
+    BitFit train the start model itself."""
+    return methods.peft_config(config) if methods.is_peft(config.method) else None
 
 
 def _frozen_copy(model):
@@ -200,8 +203,8 @@ def common_arguments(config: Any, ctx: JobContext, device: str, has_eval: bool) 
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm if config.max_grad_norm > 0 else None,
         **policy.modeling.checkpointing_arguments(config.gradient_checkpointing),  # TRL's own default is on
-        bf16=config.method != "full" and dtype == torch.bfloat16,
-        fp16=config.method != "full" and dtype == torch.float16,
+        bf16=config.method not in methods.WHOLE_MODEL_METHODS and dtype == torch.bfloat16,
+        fp16=config.method not in methods.WHOLE_MODEL_METHODS and dtype == torch.float16,
         use_cpu=device == "cpu",
         seed=config.seed,
         data_seed=config.seed,
@@ -252,7 +255,7 @@ def build_dpo_trainer(config: DPOJobConfig, ctx: JobContext, model, tokenizer, t
     from trl import DPOConfig, DPOTrainer
 
     ref_model = None
-    if config.method == "full" and not config.precompute_ref_log_probs:
+    if config.method in methods.WHOLE_MODEL_METHODS and not config.precompute_ref_log_probs:
         # TRL would reload the reference from the base folder, which lacks a merged SFT adapter.
         ref_model = _frozen_copy(model)
     losses, weights = [config.loss_type], None
@@ -296,6 +299,10 @@ def pretokenized_datasets(ctx: JobContext, split, tokenizer, train_rows, eval_ro
 
 
 def _padding_free(config: Any, ctx: JobContext, trainer):
+    if config.padding_free and config.method in methods.PROMPT_METHODS:
+        # virtual tokens / prefixes belong in front of each sequence, not of a packed row
+        ctx.emit("log", level="info", message=f"method={config.method}: padded batches (no padding-free)")
+        return trainer
     if config.padding_free and padding_free.install(trainer):
         ctx.emit("log", level="info", message="padding-free batches: real tokens laid end to end")
     return trainer
@@ -313,7 +320,7 @@ def build_kto_trainer(config: KTOJobConfig, ctx: JobContext, model, tokenizer, t
                               "batch_size to at least 2", phase="load_model")
     args = common_arguments(config, ctx, device, bool(eval_rows))
     ref_model = None
-    if config.method == "full" and not config.precompute_ref_log_probs:
+    if config.method in methods.WHOLE_MODEL_METHODS and not config.precompute_ref_log_probs:
         ref_model = _frozen_copy(model)
     kto_args = KTOConfig(**args, beta=config.beta, desirable_weight=config.desirable_weight,
                          undesirable_weight=config.undesirable_weight,
@@ -357,7 +364,7 @@ def _train_and_save(config: Any, ctx: JobContext, trainer, tokenizer, info: dict
         "status": "cancelled" if callback.cancelled else "completed",
         "output_dir": str(ctx.output_dir),
         "final_dir": None,
-        "adapter": config.method != "full",
+        "adapter": methods.is_peft(config.method),
         "start": info["start_point"],
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else float(out.training_loss),

@@ -1,5 +1,6 @@
 """Shared model loading for the training algorithms: paths, device/dtype, tokenizer and chat
-template, full / LoRA / QLoRA models, and the cheap pre-flight numbers (parameter counts, a
+template, full / BitFit / PEFT (LoRA, QLoRA, DoRA, IA3, prefix, prompt; methods.py) models,
+and the cheap pre-flight numbers (parameter counts, a
 memory estimate) computed on the meta device without reading any weights.
 
 Reuse from another algorithm (dpo.py, reward.py, ...)::
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tuiapp import paths
+from tuiapp.engine.train import methods
+from tuiapp.engine.train.config_base import LORA_METHODS
 
 # ChatML and Llama 3 with {% generation %} markers around what the assistant says (its
 # end-of-turn token included), so TRL's assistant_only_loss can mask everything else.
@@ -191,15 +194,16 @@ def trainable_token_ids(config: Any, tokenizer) -> list[int]:
 
 
 def lora_config(config: Any, token_rows: list[int] | None = None):
-    from peft import LoraConfig
+    """The PEFT config of the config's method (LoRA, DoRA, IA3, prefix, prompt; methods.py)."""
+    return methods.peft_config(config, token_rows)
 
-    targets = config.target_modules
-    target = "all-linear" if targets == ["all-linear"] else list(targets)
-    extra: dict[str, Any] = {}
-    if token_rows:
-        extra["trainable_token_indices"] = list(token_rows)  # rows of the input embedding
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=target, bias="none", task_type="CAUSAL_LM", **extra)
+
+def _token_rows(config: Any, tokenizer) -> list[int]:
+    """Embedding rows trained beside the adapters: LoRA and DoRA only (PEFT's LoraConfig is the
+    one that supports them)."""
+    if config.method not in LORA_METHODS or tokenizer is None:
+        return []
+    return trainable_token_ids(config, tokenizer)
 
 
 def bnb_config(config: Any, compute_dtype):
@@ -212,17 +216,17 @@ def bnb_config(config: Any, compute_dtype):
 
 def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
                gradient_checkpointing: bool = False):
-    """Full model (fp32 master weights), or base + LoRA (base in the compute dtype), or a 4-bit
-    base + LoRA (QLoRA). Embeddings are resized when the template added tokens."""
+    """Full model or BitFit (fp32 master weights), base + a PEFT adapter (base in the compute
+    dtype), or a 4-bit base + LoRA (QLoRA). Embeddings are resized when the template added tokens."""
     import torch
     from transformers import AutoModelForCausalLM
 
     method = config.method
     kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code,
                               "attn_implementation": attention_implementation(device, model_path)}
-    if method == "full":
+    if method in methods.WHOLE_MODEL_METHODS:
         kwargs["dtype"] = torch.float32  # mixed precision autocasts; the optimiser keeps fp32
-    elif method == "lora":
+    elif method != "qlora":
         kwargs["dtype"] = dtype
     else:
         try:
@@ -246,11 +250,15 @@ def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if method == "full":
         return model
-    from peft import get_peft_model
-
-    if method == "qlora":
-        _prepare_4bit(model, gradient_checkpointing)
-    model = get_peft_model(model, lora_config(config, trainable_token_ids(config, tokenizer)))
+    try:
+        if method == "bitfit":
+            methods.train_biases_only(model, model_path)
+            return model
+        if method == "qlora":
+            _prepare_4bit(model, gradient_checkpointing)
+        model = methods.wrap(model, config, _token_rows(config, tokenizer), model_path)
+    except methods.MethodError as exc:
+        raise ModelLoadError(str(exc)) from exc
     _expose_head_bias(model)
     return model
 
@@ -300,20 +308,23 @@ def _meta_model(config: Any, model_path: str, tokenizer=None):
         raise ModelLoadError(f"cannot read the model config of {model_path}: {exc}") from exc
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=config.trust_remote_code)
-        if config.method != "full":
-            from peft import get_peft_model
-
-            ids = trainable_token_ids(config, tokenizer) if tokenizer is not None else []
-            model = get_peft_model(model, lora_config(config, ids))
+        try:
+            if config.method == "bitfit":
+                methods.train_biases_only(model, model_path)
+            elif methods.is_peft(config.method):
+                model = methods.wrap(model, config, _token_rows(config, tokenizer), model_path)
+        except methods.MethodError as exc:
+            raise ModelLoadError(str(exc)) from exc
     return model, hf_config
 
 
 def count_parameters(config: Any, model_path: str | None = None, tokenizer=None) -> tuple[int, int]:
     """(trainable, total) for the config's method and rank; total counts the adapter too and
-    tied weights once. QLoRA counts the base at its logical (unpacked) size."""
+    tied weights once. QLoRA counts the base at its logical (unpacked) size; BitFit's trainable
+    biases are part of the base."""
     path = resolve_model_path(config.base_model, model_path)
     rows = getattr(config, "train_template_tokens", False) or getattr(config, "trainable_tokens", None)
-    if tokenizer is None and rows and config.method != "full":
+    if tokenizer is None and rows and config.method in LORA_METHODS:
         tokenizer = load_tokenizer(path, getattr(config, "chat_template", "model"), config.trust_remote_code)
     model, _ = _meta_model(config, path, tokenizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -342,11 +353,15 @@ def estimate_memory(config: Any, model_path: str | None = None, tokens_per_step:
     layers = getattr(text, "num_hidden_layers", 0)
     inter = getattr(text, "intermediate_size", 4 * hidden)
     vocab = getattr(text, "vocab_size", 0)
-    base = total - (trainable if config.method != "full" else 0)
-    per_param = {"full": 4.0, "lora": float(compute_bytes), "qlora": 0.52}[config.method]
+    whole = config.method in methods.WHOLE_MODEL_METHODS
+    base = total - (0 if whole else trainable)
+    # full and bitfit load fp32 master weights; PEFT methods keep the base in the compute dtype
+    per_param = 4.0 if whole else 0.52 if config.method == "qlora" else float(compute_bytes)
     weights = int(base * per_param)
-    optimiser = int(trainable * (16 if config.method != "full" else 12))  # full: weights counted above
+    optimiser = int(trainable * (12 if whole else 16))  # whole model: the weights counted above
     tokens = tokens_per_step or config.batch_size * config.max_length
+    if config.method == "prompt":  # the virtual tokens run through every layer with the input
+        tokens += config.batch_size * config.num_virtual_tokens
     # Saved per token per layer: inputs of the 7 projections, norms, attention output and the
     # MLP's gate/up/act outputs; with checkpointing only each layer's input (+ one live layer).
     per_layer = (8 * hidden + 4 * inter) * compute_bytes
@@ -371,7 +386,7 @@ def _first_knob(config: Any, activation_like: int, static: int) -> str:
         if not config.gradient_checkpointing:
             return "gradient_checkpointing=true"
         return f"batch_size={max(1, config.batch_size // 2)} with grad_accum={config.grad_accum * 2}"
-    if config.method == "full":
+    if config.method in methods.WHOLE_MODEL_METHODS:
         return "method=lora"
     if config.method == "lora":
         return "method=qlora"

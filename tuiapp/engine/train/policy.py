@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuiapp.engine.train import modeling
+from tuiapp.engine.train import methods, modeling
 
 
 class StartError(ValueError):
@@ -78,6 +78,10 @@ def start_from_folder(folder: str | Path, base_path: str | None = None, run_id: 
     if (folder / "final").is_dir():
         folder = folder / "final"   # a run folder: its final model
     if (folder / "adapter_config.json").exists():
+        refusal = methods.no_merge_reason(folder)
+        if refusal:  # a prefix/prompt-tuning SFT run: nothing to merge into a start model
+            raise StartError(f"start_from: {refusal}. Start from the base model (leave start_from "
+                             "empty) or from an SFT run of another method (lora, dora, ia3, full)")
         if not base_path:
             try:
                 meta = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
@@ -217,7 +221,7 @@ def load_start_model(config: Any, ctx: Any = None, *, start: StartPoint | None =
         start = resolve_start(config, None, base_path=getattr(ctx, "base_model_path", None))
     device = modeling.pick_device(config.device)
     dtype = modeling.pick_dtype(config.dtype, device)
-    if config.method == "full":
+    if config.method in methods.WHOLE_MODEL_METHODS:
         import torch
 
         dtype = torch.float32  # fp32 master weights; mixed precision autocasts
@@ -226,10 +230,20 @@ def load_start_model(config: Any, ctx: Any = None, *, start: StartPoint | None =
     model = load_merged_causal_lm(start, tokenizer, device, dtype, config.trust_remote_code)
     if for_sequence_classification:
         model = as_sequence_classifier(model, dtype)
-    if config.method != "full" and wrap_lora:
+    if config.method == "bitfit":
+        try:
+            methods.train_biases_only(model, start.describe())
+        except methods.MethodError as exc:
+            raise StartError(str(exc)) from exc
+    elif config.method == "lora" and wrap_lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, new_lora_config(config, for_sequence_classification))
+    elif methods.is_peft(config.method) and wrap_lora:
+        try:
+            model = methods.wrap(model, config, model_name=start.describe())
+        except methods.MethodError as exc:
+            raise StartError(str(exc)) from exc
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     info = {"start": start.describe(), "start_point": start.to_dict(), "device": device,

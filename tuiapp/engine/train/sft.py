@@ -1,4 +1,5 @@
-"""Supervised fine-tuning: full, LoRA or QLoRA, with TRL's SFTTrainer. Read top to bottom:
+"""Supervised fine-tuning with TRL's SFTTrainer: full, LoRA, QLoRA, DoRA, IA3, prefix and prompt
+tuning, BitFit (methods.py says what each trains and saves). Read top to bottom:
 data → tokenizer and chat template → model (+ PEFT / bitsandbytes) → trainer → train → save.
 
 Loss is on the assistant's tokens only (TRL's ``assistant_only_loss`` reads the template's
@@ -26,7 +27,7 @@ from typing import Any
 from tuiapp import paths
 from tuiapp.engine import data
 from tuiapp.engine.context import JobContext
-from tuiapp.engine.train import modeling, template_mask
+from tuiapp.engine.train import methods, modeling, template_mask
 from tuiapp.engine.train.config import SFTJobConfig
 
 
@@ -92,7 +93,7 @@ def train(config: SFTJobConfig, ctx: JobContext) -> dict[str, Any]:
         "status": "cancelled" if callback.cancelled else "completed",
         "output_dir": str(ctx.output_dir),
         "final_dir": None,
-        "adapter": config.method != "full",
+        "adapter": methods.is_peft(config.method),
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else float(out.training_loss),
         "trainable_params": trainable,
@@ -234,7 +235,12 @@ def build_trainer(config: SFTJobConfig, ctx: JobContext, model, tokenizer, train
     args = sft_arguments(config, str(ctx.output_dir), device, dtype, bool(eval_rows), conversational,
                          **overrides)
     collator = None
-    if config.packing:
+    if config.packing and config.method in methods.PROMPT_METHODS:
+        # Virtual tokens / prefixes go in front of each row: a packed row of several examples
+        # would give them to its first example only.
+        ctx.emit("log", level="info", message=f"method={config.method}: padded batches (a packed row "
+                 "would put the virtual tokens before its first example only)")
+    elif config.packing:
         collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
     callback = EventCallback(ctx, config.sample_prompts, config.sample_max_new_tokens,
                              chat=True, tokenizer=tokenizer)
