@@ -37,6 +37,7 @@ class PreflightReport:
     dataset_hash: str | None = None
     dataset_rows: int | None = None
     device: str = "cpu"
+    dtype: str = ""                        # "auto → bf16: this CPU has AMX", or "fp32 (set in the config)"
     params: dict[str, Any] = field(default_factory=dict)   # total, trainable, share
     memory: dict[str, Any] = field(default_factory=dict)   # parts and estimate in bytes, free
     tokens: dict[str, Any] = field(default_factory=dict)   # from data.compute_stats
@@ -65,6 +66,8 @@ class PreflightReport:
         table.add_column()
         table.add_row("job", self.kind)
         table.add_row("base model", self.base_model or "scratch (fresh weights)")
+        if self.dtype:
+            table.add_row("dtype", self.dtype)
         if self.base_gguf:
             table.add_row("from GGUF", f"{self.base_gguf.get('gguf_path')} "
                                        f"(sha256 {str(self.base_gguf.get('gguf_sha256'))[:16]})")
@@ -124,6 +127,9 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
     ``emit(event, **fields)`` hears the progress of dequantising a GGUF base (first use only)."""
     kind = config.kind
     report = PreflightReport(kind=kind, device=pick_device(config.device))
+    from tuiapp.engine.train.modeling import describe_dtype
+
+    report.dtype = describe_dtype(config.dtype, report.device)
     model_cfg = tokenizer = None
     start = None
     if kind in ALIGNMENT_KINDS and str(getattr(config, "start_from", "") or "").strip():
@@ -441,7 +447,9 @@ _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device: str) -> dict[str, Any]:
     """Weights + gradients + Adam states + activations + logits, in bytes (an estimate)."""
-    dtype = config.dtype if config.dtype != "auto" else ("bf16" if device == "cuda" else "fp32")
+    from tuiapp.engine.train import modeling
+
+    dtype = config.dtype if config.dtype != "auto" else modeling.auto_dtype(device)[0]
     wb = _DTYPE_BYTES[dtype]
     total, trainable, linear = params["total"], params["trainable"], params["linear"]
     method = params["method"]
