@@ -1,6 +1,7 @@
 """tuneloop DPO vs plain TRL DPOTrainer: preference pairs per second with identical settings.
 
-    python bench/dpo_throughput.py [--quick] [--model-config demo|qwen2-0.5b] [--repeats N]
+    python bench/dpo_throughput.py [--quick] [--model-config demo|smollm2-135m|qwen2-0.5b] [--repeats N]
+        [--dtype auto|fp32|bf16] [--plain-defaults]
 
 One invocation builds a random-init model of the chosen shape (speed does not depend on the
 weights; nothing is downloaded) and runs each arm in its own child process, alternating arms
@@ -18,9 +19,13 @@ set rendered through the same chat template, one epoch over exactly steps × bat
             gradient checkpointing.
 
 The clock runs from building the trainer (tokenisation and, for tuneloop, the reference pass
-included) to the end of training; model loading is not timed in either arm. Prints each arm's
-pairs/s and peak memory, the loss agreement, and last `ratio X.XX` (tuneloop / plain pairs/s,
-best run of each).
+included) to the end of training; model loading is not timed in either arm. --dtype (default
+auto: tuneloop's own choice, bf16 on a CPU with AMX/AVX512-BF16 or a bf16 GPU) goes to both arms;
+--plain-defaults runs the plain arm with TRL's own precision defaults instead (model as stored,
+bf16 autocast on). smollm2-135m is SmolLM2-135M's shape with its real tokenizer (bench_models.py).
+
+Prints both arms' settings, each run's pairs/s and peak memory, each arm's loss trajectory, the
+loss agreement, and last `ratio X.XX` (tuneloop / plain pairs/s, best run of each).
 """
 
 from __future__ import annotations
@@ -37,13 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SHAPES = {  # random-init shapes; the demo tokenizer's ids index the first rows of any vocab
-    "demo": dict(arch="llama", hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                 num_key_value_heads=4, intermediate_size=688, vocab_size=2116, tie_word_embeddings=True),
-    "qwen2-0.5b": dict(arch="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                       num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
-                       tie_word_embeddings=True, rope_theta=1e6),
-}
+from bench_models import SHAPES, build_model, resolve_dtype, trajectory  # noqa: E402
 
 
 def _rss_mb(key: str) -> float:
@@ -140,7 +139,8 @@ def arm_plain(job: dict) -> dict:
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if c["dtype"] == "bf16" else torch.float32
     transformers.set_seed(c["seed"])
-    model = transformers.AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        job["model"], **({} if job["plain_defaults"] else {"dtype": dtype}))  # default: as stored
     if cuda:
         model.to("cuda")
     args = DPOConfig(
@@ -149,8 +149,8 @@ def arm_plain(job: dict) -> dict:
         lr_scheduler_type=c["lr_scheduler"], warmup_steps=c["warmup_ratio"], max_steps=c["max_steps"],
         seed=c["seed"], data_seed=c["seed"], max_length=c["max_length"], beta=c["beta"],
         loss_type=["sigmoid"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        bf16=c["dtype"] == "bf16", use_cpu=not cuda, weight_decay=c["weight_decay"],
-        max_grad_norm=c["max_grad_norm"],
+        use_cpu=not cuda, weight_decay=c["weight_decay"], max_grad_norm=c["max_grad_norm"],
+        **({} if job["plain_defaults"] else {"bf16": c["dtype"] == "bf16"}),  # TRL's default: bf16 on
         **({} if job["plain_checkpointing"] else {"gradient_checkpointing": False}),
     )
     peft_config = LoraConfig(r=c["lora_r"], lora_alpha=c["lora_alpha"], lora_dropout=c["lora_dropout"],
@@ -165,27 +165,6 @@ def arm_plain(job: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the parent
-
-
-def build_model(shape: str, folder: Path) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    from tuiapp import paths
-    from tuiapp.engine.train import modeling
-
-    spec = dict(SHAPES[shape])
-    arch = spec.pop("arch")
-    tok = modeling.load_tokenizer(str(paths.DEMO_TOKENIZER))
-    cls_cfg, cls_model = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    cfg = cls_cfg(**spec, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
-                  eos_token_id=tok.eos_token_id, bos_token_id=None)
-    torch.manual_seed(0)
-    big = shape != "demo"
-    with torch.device("cuda" if big and torch.cuda.is_available() else "cpu"):
-        model = cls_model(cfg).to(torch.bfloat16 if big else torch.float32)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
 
 
 def write_pairs(n: int, path: Path) -> None:
@@ -227,6 +206,10 @@ def main() -> None:
                          "what the precomputed reference log-probs alone are worth)")
     ap.add_argument("--no-precompute", action="store_true",
                     help="tuneloop arm without precomputed reference log-probs (what they are worth)")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="both arms' dtype (auto: tuneloop's own choice for this machine)")
+    ap.add_argument("--plain-defaults", action="store_true",
+                    help="plain arm with TRL's own precision defaults, not the shared --dtype")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -247,6 +230,7 @@ def main() -> None:
     steps = a.steps or (10 if a.quick else 30)
     repeats = a.repeats or (2 if a.quick else 3)
     cuda = torch.cuda.is_available()
+    dtype, dtype_why = resolve_dtype(a.dtype, "cuda" if cuda else "cpu")
     with tempfile.TemporaryDirectory(prefix="tuneloop-dpo-bench-") as tmp:
         work = Path(tmp)
         pairs_file = work / "pairs.jsonl"
@@ -256,7 +240,7 @@ def main() -> None:
                       batch_size=a.batch_size, grad_accum=1, learning_rate=5e-4, lr_scheduler="cosine",
                       warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=42, eval_split=0.0,
                       logging_steps=1, save_steps=10**6, eval_steps=10**6, sample_prompts=[], beta=0.1,
-                      loss_type="sigmoid", device="cuda" if cuda else "cpu", dtype="bf16" if cuda else "fp32")
+                      loss_type="sigmoid", device="cuda" if cuda else "cpu", dtype=dtype)
         t = time.perf_counter()
         build_model(a.model_config, work / "model")
         where = f"cuda {torch.cuda.get_device_name()}" if cuda else f"cpu x{a.threads} threads"
@@ -265,7 +249,18 @@ def main() -> None:
               f"{'off' if a.no_precompute else 'on'}, max_length {a.max_length}; torch {torch.__version__}, transformers "
               f"{transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}")
         job = {"config": config, "model": str(work / "model"), "data": str(pairs_file), "threads": a.threads,
-               "plain_checkpointing": not a.plain_no_checkpointing, "precompute": not a.no_precompute}
+               "plain_checkpointing": not a.plain_no_checkpointing, "precompute": not a.no_precompute,
+               "plain_defaults": a.plain_defaults}
+        shared = (f"lora r 16 alpha 32 dropout 0, sigmoid beta 0.1, lr 5e-4 cosine warm-up 0.1, {steps} "
+                  f"steps x {a.batch_size} pairs, max_length {a.max_length}, seed 42, {a.threads} thread(s)")
+        plain_dtype = ("TRL defaults (model as stored, bf16 autocast on)" if a.plain_defaults
+                       else f"{dtype} ({dtype_why})")
+        print(f"settings (both arms): {shared}")
+        print(f"settings plain:    dtype {plain_dtype}; reference forward every step; padded batches; "
+              f"gradient checkpointing {'off' if a.plain_no_checkpointing else 'on (TRL default)'}")
+        print(f"settings tuneloop: dtype {dtype} ({dtype_why}); reference log-probs "
+              f"{'every step' if a.no_precompute else 'precomputed once'}; padding-free batches; "
+              "gradient checkpointing off")
         runs: dict[str, list[dict]] = {"plain": [], "tuneloop": []}
         for i in range(repeats):
             for name in ("plain", "tuneloop"):
@@ -280,6 +275,8 @@ def main() -> None:
     for name, r in best.items():
         print(f"{name:8s}  pairs/s {r['pps']:8.2f}   peak {r['memory']} {r['peak_mb']:8.1f} MiB   "
               f"training +{r['train_mb']:.1f} MiB")
+    for name, r in best.items():
+        print(f"loss {name:8s} {trajectory(r['losses'])}")
     n = min(len(p["losses"]), len(q["losses"]))
     if n:
         diffs = [abs(x - y) for x, y in zip(p["losses"][:n], q["losses"][:n], strict=True)]

@@ -1,7 +1,8 @@
 """tuneloop SFT vs plain TRL SFTTrainer: non-padding tokens/s, peak memory, loss agreement.
 
-    python bench/sft_throughput.py [--quick] [--model-config demo|qwen2-0.5b|llama3-8b]
-        [--method lora|qlora|full] [--turns N] [--gradient-checkpointing]
+    python bench/sft_throughput.py [--quick] [--model-config demo|smollm2-135m|qwen2-0.5b|llama3-8b]
+        [--method lora|qlora|full] [--turns N] [--gradient-checkpointing] [--dtype auto|fp32|bf16]
+        [--plain-defaults]
 
 One invocation builds a random-init model of the chosen shape (throughput and memory do not
 depend on the weights; nothing is downloaded), then runs each arm in its own child process so
@@ -22,8 +23,13 @@ examples run from ~25 to ~25*N tokens: realistic lengths and length spread for t
 demo rows alone are ~25 tokens, far too short to load an H100). --gradient-checkpointing turns it
 on in the tuneloop arm too (plain TRL has it on by default), as the llama3-8b preset does.
 
-Prints each arm's tokens/s and peak memory, the loss agreement, and last `ratio X.XX`
-(tuneloop / plain tokens/s, best run of each).
+--dtype (default auto: tuneloop's own choice, bf16 on a CPU with AMX/AVX512-BF16 or a bf16 GPU)
+goes to both arms. --plain-defaults runs the plain arm with TRL's own precision defaults instead
+(the model loaded as stored, fp32 here, bf16 autocast on), the "vs plain TRL's defaults" row.
+smollm2-135m is SmolLM2-135M's shape with its real tokenizer (bench_models.py).
+
+Prints both arms' settings, each run's tokens/s and peak memory, each arm's loss trajectory, the
+loss agreement, and last `ratio X.XX` (tuneloop / plain tokens/s, best run of each).
 """
 
 from __future__ import annotations
@@ -40,17 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SHAPES = {  # random-init shapes; the demo tokenizer's ids index the first rows of any vocab
-    "demo": dict(arch="llama", hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                 num_key_value_heads=4, intermediate_size=688, vocab_size=2116, tie_word_embeddings=True),
-    "qwen2-0.5b": dict(arch="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                       num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
-                       tie_word_embeddings=True, rope_theta=1e6),
-    "llama3-8b": dict(arch="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
-                      tie_word_embeddings=False, rope_theta=5e5),
-}
-
+from bench_models import SHAPES, build_model, resolve_dtype, trajectory  # noqa: E402
 
 # ------------------------------------------------------------------ measuring
 
@@ -159,8 +155,9 @@ def arm_plain(job: dict) -> dict:
         lr_scheduler_type=c["lr_scheduler"], warmup_steps=c["warmup_ratio"], max_steps=c["max_steps"],
         seed=c["seed"], data_seed=c["seed"], max_length=c["max_length"], assistant_only_loss=True,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        bf16=c["dtype"] == "bf16", use_cpu=not cuda, weight_decay=c["weight_decay"],
+        use_cpu=not cuda, weight_decay=c["weight_decay"],
         max_grad_norm=c["max_grad_norm"], include_num_input_tokens_seen="non_padding",
+        **({} if job["plain_defaults"] else {"bf16": c["dtype"] == "bf16"}),  # TRL's default: bf16 on
     )
     peft_config = None
     if c["method"] != "full":
@@ -168,12 +165,14 @@ def arm_plain(job: dict) -> dict:
                                  target_modules="all-linear", task_type="CAUSAL_LM",
                                  trainable_token_indices=job["template_ids"] or None)
     model_kwargs = {"dtype": torch.bfloat16 if c["dtype"] == "bf16" and c["method"] != "full" else torch.float32}
+    if job["plain_defaults"]:
+        model_kwargs = {}  # from_pretrained's own default: the dtype the model was stored in
     if c["method"] == "qlora":
         from transformers import BitsAndBytesConfig
 
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=model_kwargs["dtype"])
+            bnb_4bit_compute_dtype=model_kwargs.get("dtype", torch.bfloat16))
     transformers.set_seed(c["seed"])
     model = transformers.AutoModelForCausalLM.from_pretrained(job["model"], **model_kwargs)
     if cuda and c["method"] != "qlora":
@@ -191,34 +190,6 @@ def arm_plain(job: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the parent
-
-
-def build_model(shape: str, folder: Path) -> list[int]:
-    import torch
-    from transformers import (
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    from tuiapp import paths
-    from tuiapp.engine.train import modeling
-
-    spec = dict(SHAPES[shape])
-    arch = spec.pop("arch")
-    tok = modeling.load_tokenizer(str(paths.DEMO_TOKENIZER))
-    cls_cfg, cls_model = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    cfg = cls_cfg(**spec, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
-                  eos_token_id=tok.eos_token_id, bos_token_id=None)
-    torch.manual_seed(0)
-    big = shape != "demo"
-    device = "cuda" if big and torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = cls_model(cfg).to(torch.bfloat16 if big else torch.float32)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return modeling.template_token_ids(tok)
 
 
 def multi_turn_data(source: str, turns: int, out: Path, seed: int = 0) -> int:
@@ -255,6 +226,21 @@ def run_arm(name: str, job: dict, workdir: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def print_settings(config: dict, dtype_why: str, a) -> None:
+    """Both arms' settings, so a ratio is never read without what it compares."""
+    shared = (f"{config['method']} r {config['lora_r']} alpha {config['lora_alpha']} dropout "
+              f"{config['lora_dropout']}, lr {config['learning_rate']} {config['lr_scheduler']} warm-up "
+              f"{config['warmup_ratio']}, batch {config['batch_size']} x accum {config['grad_accum']}, "
+              f"{config['max_steps']} steps, max_length {config['max_length']}, seed {config['seed']}, "
+              f"assistant-only loss, {a.threads} thread(s)")
+    print(f"settings (both arms): {shared}")
+    plain_dtype = ("TRL defaults (model as stored, bf16 autocast on)" if a.plain_defaults
+                   else f"{config['dtype']} ({dtype_why})")
+    print(f"settings plain:    dtype {plain_dtype}; padded batches; gradient checkpointing on (TRL default)")
+    print(f"settings tuneloop: dtype {config['dtype']} ({dtype_why}); padding-free batches; gradient "
+          f"checkpointing {'on' if config['gradient_checkpointing'] else 'off'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps, one run per arm")
@@ -268,6 +254,10 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=1, help="demo exchanges per conversation, 1..N (default 1)")
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="checkpointing in the tuneloop arm too (plain TRL's default is on)")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="both arms' dtype (auto: tuneloop's own choice for this machine)")
+    ap.add_argument("--plain-defaults", action="store_true",
+                    help="plain arm with TRL's own precision defaults, not the shared --dtype")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -290,12 +280,13 @@ def main() -> None:
     steps = a.steps or (12 if a.quick else 40)
     repeats = a.repeats or (1 if a.quick else 2)
     cuda = torch.cuda.is_available()
+    dtype, dtype_why = resolve_dtype(a.dtype, "cuda" if cuda else "cpu")
     config = dict(base_model="bench", dataset=str(paths.DEMO_DIR / "sft.jsonl"), method=a.method,
                   lora_r=16, lora_alpha=32, lora_dropout=0.0, max_length=a.max_length, max_steps=steps,
                   batch_size=a.batch_size, grad_accum=1, learning_rate=1e-3, lr_scheduler="cosine",
                   warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0, seed=42, eval_split=0.0,
                   logging_steps=1, save_steps=10**6, eval_steps=10**6, sample_prompts=[],
-                  device="cuda" if cuda else "cpu", dtype="bf16" if cuda else "fp32",
+                  device="cuda" if cuda else "cpu", dtype=dtype,
                   gradient_checkpointing=a.gradient_checkpointing)
     with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
         work = Path(tmp)
@@ -309,7 +300,8 @@ def main() -> None:
               f"{'cuda ' + torch.cuda.get_device_name() if cuda else f'cpu x{a.threads} threads'}; "
               f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
         job = {"config": config, "model": str(work / "model"), "data": config["dataset"],
-               "template_ids": template_ids, "threads": a.threads}
+               "template_ids": template_ids, "threads": a.threads, "plain_defaults": a.plain_defaults}
+        print_settings(config, dtype_why, a)
         runs: dict[str, list[dict]] = {"plain": [], "tuneloop": []}
         for i in range(repeats):
             for name in ("plain", "tuneloop"):
@@ -325,6 +317,8 @@ def main() -> None:
     for name, r in best.items():
         print(f"{name:8s}  non-padding tokens/s {r['tps']:9.1f}   peak {r['memory']} {r['peak_mb']:8.1f} MiB   "
               f"training +{r['train_mb']:.1f} MiB")
+    for name, r in best.items():
+        print(f"loss {name:8s} {trajectory(r['losses'])}")
     n = min(len(p["losses"]), len(q["losses"]))
     diffs = [abs(x - y) for x, y in zip(p["losses"][:n], q["losses"][:n], strict=True)]
     print(f"loss per step (plain → tuneloop): first {p['losses'][0]:.4f} → {q['losses'][0]:.4f}, "
