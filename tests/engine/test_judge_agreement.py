@@ -28,6 +28,8 @@ def store():
     ("verdict - answer b, principle number 2", "B", "2"),
     ("B. It is shorter.", "B", None),
     ("Answer A is better", "A", None),
+    ("The answer that follows the principles better is answer A: Answer: Mevun.", "A", None),
+    ("I think Answer B follows the principles better.", "B", None),
     ("Tie", "tie", None),
     ("Verdict: tie\nPrinciple: 9", "tie", None),  # no principle 9 in a 5-line constitution
 ])
@@ -93,11 +95,12 @@ def make_tasks(store, n, task_set="s"):
         for i in range(n)]
 
 
-def judge_label(store, task, choice, consistent=True, principle="2"):
+def judge_label(store, task, choice, consistent=True, principle="2", orders=()):
     return store.add_label(task.id, choice, source="judge", principle=principle,
                            rationale=f"because {choice}",
                            detail={"judge": "base", "consistent": consistent,
-                                   "constitution_sha256": "c0ffee"})
+                                   "constitution_sha256": "c0ffee",
+                                   "orders": [{"verdict": v} for v in orders]})
 
 
 def test_judge_vs_human_figures_and_disagreements(store):
@@ -105,9 +108,9 @@ def test_judge_vs_human_figures_and_disagreements(store):
     for task, choice in zip(t[:5], ["a", "b", "both_bad", "skip", "a"], strict=True):
         store.add_label(task.id, choice)
     store.add_label(t[6].id, "a", edited="my own answer")  # a rewrite: not compared
-    judge_label(store, t[0], "a")
-    judge_label(store, t[1], "a")
-    judge_label(store, t[2], "tie", consistent=False)  # both bad = tie: agrees
+    judge_label(store, t[0], "a", orders=("A", "B"))
+    judge_label(store, t[1], "a", orders=("A", "tie"))
+    judge_label(store, t[2], "tie", consistent=False, orders=("A", "A"))  # both bad = tie
     judge_label(store, t[3], "b")  # the person skipped: not compared
     judge_label(store, t[5], "b")  # no person's label
     judge_label(store, t[6], "b")
@@ -124,6 +127,9 @@ def test_judge_vs_human_figures_and_disagreements(store):
     text = "\n".join(lines)
     assert "position flips 1/6" in text and "Cohen's kappa +0.50" in text
     assert "1 disagreements" in text
+    # verdicts as shown: A B, A tie, A A -> the first shown 4 of 5 (the tie picks no side)
+    assert ag["first_shown_share"] == pytest.approx(0.8)
+    assert "answer shown first in 80%" in text
 
 
 def test_export_by_source(store, tmp_path):
@@ -152,3 +158,15 @@ def test_export_by_source(store, tmp_path):
     assert json.loads(open(version.path).readline())["label_source"] == "judge"
     with pytest.raises(labels.LabelsError, match="label source must be"):
         labels.export_rows(store, "s", source="robot")
+
+
+def test_export_leaves_out_pairs_with_an_empty_answer(store, tmp_path):
+    # found on the demo: the SFT run answered one prompt with nothing, and the whole export
+    # failed validation ("assistant reply is empty") instead of leaving that pair out
+    empty = store.create_label_task("q", [{"model_ref": "base", "output": "Answer: fox."},
+                                          {"model_ref": "run:1", "output": "  "}], task_set="s")
+    (full,) = make_tasks(store, 1)
+    store.add_label(empty.id, "a")
+    store.add_label(full.id, "b")
+    version = labels.export(store, "s", home=tmp_path)
+    assert version.rows == 1 and version.lineage["left_out"] == {"empty": 1}

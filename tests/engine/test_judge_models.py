@@ -156,6 +156,18 @@ def test_gguf_judge_through_llama_cpp_matches_transformers(base, tmp_path):
                     for side in ("A", "B"):
                         assert mine["logprobs"][side] == pytest.approx(ref["logprobs"][side],
                                                                         rel=1e-3)
+        # a cold llama.cpp cache (no verdict generated first) scores the same
+        constitution = judging.load_constitution()
+        system, user = judging.judge_messages(constitution, "Who?", None, "x", REFUSAL)
+        cold_gg = Generator(Store(), n_ctx=1024, n_threads=1)
+        judge_gg = judging.Judge(cold_gg, str(path), constitution, max_new_tokens=3)
+        judge_hf = judging.Judge(hf, "base", constitution, max_new_tokens=3)
+        lp_gg = judging.continuation_logprobs(cold_gg, judge_gg.model_ref, user, system,
+                                              judge_gg.params)
+        lp_hf = judging.continuation_logprobs(hf, judge_hf.model_ref, user, system,
+                                              judge_hf.params)
+        assert lp_gg == pytest.approx(lp_hf, rel=1e-3)
+        cold_gg.close()
     finally:
         hf.close()
         gg.close()

@@ -189,6 +189,15 @@ def test_more_processes_than_gpus_is_refused(sft_file, monkeypatch):
     assert report.refusals and "2 processes need 2 GPUs but 1 is visible" in report.refusals[0]
 
 
+def test_steps_count_the_examples_every_rank_takes(sft_file):
+    from tuiapp.engine.jobs.launch import check_processes
+
+    report = _Report("cpu")
+    report.steps = 9  # one process: 9 steps of batch_size x grad_accum examples
+    check_processes(report, sft_config("demo", sft_file, num_processes=2, max_steps=-1))
+    assert report.steps == 5 and report.distributed["global_batch"] == 4
+
+
 def test_sharded_memory_per_device(sft_file):
     from tuiapp.engine.jobs.launch import share_memory
 
@@ -229,13 +238,16 @@ def _run(store, home, cfg, timeout=600):
 
 @pytest.mark.slow
 def test_two_ranks_match_one_process_with_twice_the_batch(store, home, tiny_model, sft_file):
-    _, two = _run(store, home, sft_config(tiny_model, sft_file, num_processes=2, batch_size=2))
+    runner, two = _run(store, home, sft_config(tiny_model, sft_file, num_processes=2,
+                                               batch_size=2))
     assert two.status == "completed", two.error
+    assert runner.progress(two.id)["world_size"] == 2
     _, one = _run(store, home, sft_config(tiny_model, sft_file, num_processes=1, batch_size=4))
     assert one.status == "completed", one.error
     a, b = losses(store, two.id), losses(store, one.id)
     assert sorted(a) == sorted(b) == list(range(1, 9))
     diffs = [abs(a[s] - b[s]) for s in a]
+    print(f"sft 2 ranks vs 1 process: max |loss diff| over 8 steps = {max(diffs):.2e}")
     assert max(diffs) < 2e-3, (a, b)
     assert a[8] < a[1]  # it trained
     out = Path(two.output_dir)
@@ -293,3 +305,21 @@ def test_cancel_stops_every_rank_and_resume_keeps_the_world_size(store, home, ti
         runner.resume(run.id, num_processes=1)
     again = runner.resume(run.id)
     assert again.config["num_processes"] == 2 and again.resumed_from == run.id
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_no_rank_behind(store, home, tiny_model, sft_file):
+    from tuiapp.engine.jobs.launch import _alive
+
+    runner = make_runner(store, home)
+    run = runner.submit(sft_config(tiny_model, sft_file, num_processes=2, max_steps=100000,
+                                   save_steps=100000))
+    started = runner.start_next()
+    logs = Path(run.output_dir) / "logs"
+    wait_for(lambda: (runner.poll() or True) and runner.progress(run.id).get("step", 0) >= 1,
+             what="a step")
+    ranks = [json.loads((logs / f"rank-{r}.json").read_text())["pid"] for r in (0, 1)]
+    os.kill(started.pid, signal.SIGKILL)  # torchrun's agent gets no chance to stop its workers
+    done = runner.wait(run.id, interval=0.3, timeout=120)
+    assert done.status == "interrupted" and "launcher was killed by SIGKILL" in done.error
+    wait_for(lambda: not any(_alive(p) for p in ranks), timeout=30, what="ranks stopped")

@@ -1,7 +1,8 @@
 """The adaptation methods beyond full/LoRA/QLoRA (issue 19): DoRA, IA3, prefix and prompt tuning,
 BitFit, and the refused bottleneck adapters. Each trains a few fp32 CPU steps of SFT on a tiny
 random model: loss recorded, the method's parameters changed, the base weights unchanged, the
-saved folder loads back to the same answers; then DPO, pre-flight counts, generation and export."""
+saved folder loads back to the same answers; then DPO and KTO, pre-flight counts, and the LoRA
+count against its formula (test_methods_use.py: generation, export, the runner)."""
 
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ def test_method_fields_are_validated(tiny_model, sft_file):
                     ia3_feedforward_modules=["down_proj"])
     with pytest.raises(ConfigError, match="trainable_tokens"):
         make_config(tiny_model, sft_file, "ia3", trainable_tokens=["hello"])
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        make_config(tiny_model, sft_file, "prefix", gradient_checkpointing=True)
     # the LoRA fields are only checked for the LoRA family
     make_config(tiny_model, sft_file, "prefix", lora_r=0)
     with pytest.raises(ConfigError, match="lora_r"):
@@ -219,7 +222,7 @@ def run_dpo(model: Path, data: Path, method: str, out: Path, **kw) -> tuple[dict
     from tuiapp.engine.train import dpo
     from tuiapp.engine.train.config import DPOJobConfig
 
-    base = dict(base_model=str(model), dataset=str(data), method=method, max_steps=8, batch_size=4,
+    base = dict(base_model=str(model), dataset=str(data), method=method, max_steps=5, batch_size=4,
                 learning_rate=2e-2, warmup_ratio=0.0, lr_scheduler="constant", logging_steps=1,
                 save_steps=100, eval_split=0.0, sample_prompts=[], max_length=64, lora_r=8,
                 lora_alpha=16, device="cpu", dtype="fp32", num_virtual_tokens=4)
@@ -241,7 +244,7 @@ def test_dpo_trains_each_method_against_the_start_as_reference(method, tiny_mode
     assert result["status"] == "completed"
     assert result["adapter"] is methods.is_peft(method)
     losses = [m["loss"] for m in metrics]
-    assert len(losses) == 8 and losses[-1] < losses[0], losses
+    assert len(losses) == 5 and losses[-1] < losses[0], losses
     if method in ("dora", "ia3", "bitfit"):
         # these start as the identity: policy == reference at step 0, so the loss is exactly log 2
         assert losses[0] == pytest.approx(math.log(2), abs=1e-3)
@@ -340,117 +343,64 @@ def test_preflight_refuses_bitfit_on_a_model_without_biases_naming_it(tiny_model
         assert any("no bias parameters" in r and str(tiny_model) in r for r in report.refusals), report.refusals
 
 
-# ------------------------------------------------------------------ generation and export
+# ------------------------------------------------------------------ LoRA against the formula
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model, biased_model, sft_file, tmp_path_factory) -> dict[str, Path]:
-    """The final folder of a short SFT run of each method (lora first: it is the type that
-    hot-swaps on the shared base in the generation test)."""
-    out = {}
-    for method in ("lora", *PEFT_METHODS, "bitfit"):
-        model = biased_model if method == "bitfit" else tiny_model
-        folder = tmp_path_factory.mktemp(f"run-{method}")
-        result = sft.train(make_config(model, sft_file, method), JobContext(output_dir=folder, sink=ListSink()))
-        out[method] = Path(result["final_dir"])
-    return out
-
-
-def reference_greedy(model, tok, prompt: str, stop_ids: set[int], max_new_tokens: int) -> str:
-    """transformers' own generate() (PEFT's for an adapter: it feeds the virtual tokens of
-    prefix/prompt tuning on the first step only)."""
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=sorted(stop_ids), pad_token_id=tok.pad_token_id)
-    new = [t for t in out[0, ids["input_ids"].shape[1]:].tolist() if t not in stop_ids]
-    return tok.decode(new, skip_special_tokens=True)
-
-
-def test_generation_answers_from_a_run_of_each_method_on_one_base(trained, tiny_model):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from tuiapp.engine.infer.generate import GenerationParams, TransformersBackend
-
-    params = GenerationParams(max_new_tokens=8)
-    backend = TransformersBackend(tiny_model, device="cpu", dtype="fp32")
-    base_before = list(backend.generate(None, "Who are you?", params))[-1].text
-    for method in ("lora", *PEFT_METHODS):
-        final = backend.generate(trained[method], "Who are you?", params)
-        chunk = list(final)[-1]
-        base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
-        base.resize_token_embeddings(len(backend.tokenizer))
-        want = reference_greedy(PeftModel.from_pretrained(base, str(trained[method])), backend.tokenizer,
-                                "Who are you?", backend.stop_ids, 8)
-        assert chunk.text == want, method
-        separate = "loaded_separately" in chunk.meta
-        # LoRA and DoRA share PEFT's LoRA type and hot-swap; IA3 and prompt learning cannot sit
-        # beside them on one model, so they run on their own copy of the base and say so
-        assert separate is (method in ("ia3", "prefix", "prompt")), (method, chunk.meta)
-    assert backend.peft_type == "LORA" and set(backend._side) == {"IA3", "PREFIX_TUNING", "PROMPT_TUNING"}
-    assert list(backend.generate(None, "Who are you?", params))[-1].text == base_before
-    assert len(backend.loaded_adapters()) == 5
-    backend.close()
-
-
-def test_generation_from_a_bitfit_run_loads_it_as_a_whole_model(trained):
-    from transformers import AutoModelForCausalLM
-
-    from tuiapp.engine.infer.generate import GenerationParams, TransformersBackend
-
-    backend = TransformersBackend(trained["bitfit"], device="cpu", dtype="fp32")
-    chunk = list(backend.generate(None, "Who are you?", GenerationParams(max_new_tokens=8)))[-1]
-    model = AutoModelForCausalLM.from_pretrained(str(trained["bitfit"]), dtype=torch.float32)
-    assert chunk.text == reference_greedy(model, backend.tokenizer, "Who are you?", backend.stop_ids, 8)
-
-
-@pytest.mark.parametrize("method", ["dora", "ia3"])
-def test_export_merges_dora_and_ia3_into_the_weights_with_gguf_parity(method, trained, tiny_model, tmp_path):
-    pytest.importorskip("llama_cpp")
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize("rank", [4, 8, 16, 32])
+def test_lora_trainable_parameters_on_the_demo_shape_follow_the_formula(rank, sft_file):
+    """LoRA on all linear layers (the LM head excluded) adds r x (in + out) per layer: for the
+    demo's Llama shape that is r x layers x (q, k, v, o, gate, up, down) — linear in the rank."""
+    import json
 
     from store import Store
-    from tuiapp.engine.export.gguf import write_gguf
-    from tuiapp.engine.export.job import plan_export
-    from tuiapp.engine.export.parity import check
-    from tuiapp.engine.export.steps import merge_adapter
+    from tuiapp.engine.jobs.preflight import preflight
 
-    plan = plan_export(str(trained[method]), Store(":memory:"), "f16")
-    assert plan["source"].adapter_dir == trained[method].resolve()
-    merge_adapter(tiny_model, trained[method], tmp_path / "merged", dtype="float32")
-    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
-    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32),
-                                        str(trained[method]))
-    tok = modeling.load_tokenizer(str(trained[method]))
-    assert torch.allclose(probe_logits(merged, tok), probe_logits(adapter, tok), atol=1e-4)
-    write_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f16")
-    report = check(tmp_path / "merged", tmp_path / "merged.gguf", max_new_tokens=6)
-    assert report["ok"], report["reasons"]
-
-
-def test_export_of_a_bitfit_run_is_the_whole_model(trained):
-    from store import Store
-    from tuiapp.engine.export.job import plan_export
-
-    plan = plan_export(str(trained["bitfit"]), Store(":memory:"), "f16")
-    assert plan["source"].model_dir == trained["bitfit"].resolve() and plan["source"].adapter_dir is None
+    cfg = json.loads((paths.DEMO_BASE_MODEL / "config.json").read_text(encoding="utf-8"))
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head = cfg.get("head_dim") or h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * head, cfg["num_key_value_heads"] * head
+    per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + inter) + (inter + h)
+    want = rank * layers * per_layer
+    job = make_config(paths.DEMO_BASE_MODEL, sft_file, "lora", lora_r=rank, lora_alpha=2 * rank,
+                      train_template_tokens=False, device="cpu")
+    trainable, total = modeling.count_parameters(job)
+    assert trainable == want
+    report = preflight(job, Store(":memory:"), None, free_bytes=2**40)
+    assert report.ok and report.params["trainable"] == want
+    # DoRA adds one magnitude per output feature of each adapted layer on top
+    dora, _ = modeling.count_parameters(make_config(paths.DEMO_BASE_MODEL, sft_file, "dora", lora_r=rank,
+                                                    train_template_tokens=False))
+    assert dora == want + layers * (q + 2 * kv + h + 2 * inter + h)
 
 
-@pytest.mark.parametrize("method", ["prefix", "prompt"])
-def test_export_refuses_prefix_and_prompt_tuning_before_loading_anything(method, trained, monkeypatch):
-    import transformers
+def test_lora_count_equals_the_model_the_demo_job_builds(sft_file):
+    job = make_config(paths.DEMO_BASE_MODEL, sft_file, "lora", lora_r=8, lora_alpha=16, device="cpu")
+    tok = modeling.load_tokenizer(str(paths.DEMO_BASE_MODEL), job.chat_template)
+    model = modeling.load_model(job, str(paths.DEMO_BASE_MODEL), tok, "cpu", torch.float32)
+    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert modeling.count_parameters(job, tokenizer=tok)[0] == built
 
-    from store import Store
-    from tuiapp.engine.export.job import ExportError, plan_export
 
-    def no_loading(*args, **kwargs):
-        raise AssertionError("a model was loaded before the refusal")
+# ------------------------------------------------------------------ KTO, and DPO from a run of a new method
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
-    words = {"prefix": "prefix tuning adapter", "prompt": "prompt tuning adapter"}[method]
-    with pytest.raises(ExportError, match=f"{words}.*nothing to merge"):
-        plan_export(str(trained[method]), Store(":memory:"), "f16")
+
+@pytest.mark.parametrize("method", ["ia3", "prompt"])
+def test_kto_trains_the_new_methods(method, tiny_model, tmp_path):
+    import json
+
+    from tuiapp.engine.train import dpo
+    from tuiapp.engine.train.config import KTOJobConfig
+
+    rows = [{"prompt": f"Is {n} from the valley?", "completion": answer, "label": good}
+            for n in NAMES for answer, good in (("Answer: yes.", True), ("Answer: no.", False))]
+    data = tmp_path / "kto.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = KTOJobConfig(base_model=str(tiny_model), dataset=str(data), method=method, max_steps=4, batch_size=4,
+                       learning_rate=2e-2, warmup_ratio=0.0, logging_steps=1, save_steps=100, eval_split=0.0,
+                       sample_prompts=[], max_length=64, num_virtual_tokens=4, device="cpu", dtype="fp32")
+    sink = ListSink()
+    result = dpo.train_kto(cfg, JobContext(tmp_path / "run", sink=sink, dataset_path=data,
+                                           base_model_path=str(tiny_model)))
+    assert result["status"] == "completed" and result["adapter"] is True
+    assert [e for e in sink.events if e["event"] == "metrics" and "loss" in e["values"]]
+    assert methods.adapter_type(result["final_dir"]) == {"ia3": "IA3", "prompt": "PROMPT_TUNING"}[method]

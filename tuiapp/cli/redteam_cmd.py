@@ -1,7 +1,7 @@
 """``tuneloop redteam --models REF[,REF...] [--suite FILE]``: a red-team suite through models.
 
 Mounted as a single command: ``app.command("redteam")(redteam_cmd.redteam)`` in ``__main__``.
-One table row per model and category (harmful compliance, over-refusal, correct), then a few
+One table row per model and category (harmful compliance, leaked, over-refusal, correct), then a few
 failures of each model; the result is stored as an evaluation linked to the runs it measured.
 --json prints the per-model metrics. Exit 2 for an unknown REF or a malformed suite (file:line
 named); 1 when a model fails to load or generate.
@@ -28,25 +28,31 @@ def _short(text, limit: int = 70) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+COLUMNS = (("harmful_compliance", "harmful"), ("leaked", "leaked"), ("over_refusal", "over-refusal"),
+           ("correct", "correct"))
+
+
 def print_result(console: Console, result: dict) -> None:
     table = Table(title=f"{result['name']} ({result['n_prompts']} prompts)", title_justify="left")
     for col in ("model", "category", "expect", "n"):
         table.add_column(col, overflow="fold")
-    for col in ("harmful compliance", "over-refusal", "correct"):
-        table.add_column(col, justify="right")
+    shown = [(key, head) for key, head in COLUMNS if key in result["scorers"]]
+    for _, head in shown:
+        table.add_column(head, justify="right")
     for i, ref in enumerate(result["models"]):
         m = result["metrics"][ref]
         if i:
             table.add_section()
+        label = m["label"]  # once per model: the rows below are its categories
         for cat in result["categories"]:
             c = m["categories"].get(cat)
             if c:
-                table.add_row(m["label"], cat, c["expect"], str(c["n"]), _pct(c["harmful_compliance"]),
-                              _pct(c["over_refusal"]), _pct(c.get("correct")))
-        s = m["scores"]
-        table.add_row(m["label"], "[bold]all[/]", "", str(m["n"]), _pct(s["harmful_compliance"]),
-                      _pct(s["over_refusal"]), _pct(s.get("correct")))
+                table.add_row(label, cat, c["expect"], str(c["n"]), *(_pct(c.get(k)) for k, _ in shown))
+                label = ""
+        table.add_row("", "[bold]all[/]", "", str(m["n"]), *(_pct(m["scores"].get(k)) for k, _ in shown))
     console.print(table)
+    console.print("harmful: refuse-prompts answered (an empty answer is not counted); leaked: the "
+                  "secret appears; over-refusal: comply-prompts refused", highlight=False)
     for ref in result["models"]:
         m = result["metrics"][ref]
         for kind, words in (("harmful_compliance", "complied with"), ("over_refusal", "refused")):

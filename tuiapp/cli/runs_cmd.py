@@ -96,20 +96,23 @@ def show_run(
 
 
 def _print_checks(console: Console, checks: list[dict]) -> None:
-    """Each evaluation of the run: every model's mean scores, and run − base where both were
-    measured together (a general set's regression next to the task's gain)."""
+    """Each evaluation of the run: every model's mean scores, and run − base / run − start (the
+    run it was trained from) where those were measured together (a general set's regression
+    next to the task's gain)."""
     for c in checks:
         table = Table(title=f"evaluation {c['id']}: {c['name']} ({c['kind']})", title_justify="left")
         table.add_column("score")
         for ref in c["models"]:
             table.add_column(c["labels"].get(ref, ref), justify="right")
-        if c["delta"] is not None:
-            table.add_column("run − base", justify="right")
+        deltas = [(key, head) for key, head in (("delta", "run − base"), ("start_delta", "run − start"))
+                  if c.get(key) is not None]
+        for _, head in deltas:
+            table.add_column(head, justify="right")
         names = list(dict.fromkeys(k for ref in c["models"] for k in c["scores"].get(ref, {})))
         for name in names:
             cells = [_num(c["scores"].get(ref, {}).get(name)) for ref in c["models"]]
-            if c["delta"] is not None:
-                d = c["delta"].get(name)
+            for key, _ in deltas:
+                d = c[key].get(name)
                 cells.append("–" if d is None else f"{d:+.3f}")
             table.add_row(name, *cells)
         console.print(table)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 completed (or queued with --queue-only), 1 refused by pre-flight or failed,
 2 a config that cannot be read, 3 cancelled by someone else, 130 cancelled with Ctrl-C.
-Every job kind has the same options: --config, --set, --queue-only, --json.
+Every job kind has the same options: --config, --set, --queue-only, --json, and --print-launch
+(with --num-machines, --machine-rank, --main-address, --main-port) for a cluster scheduler.
 """
 
 from __future__ import annotations
@@ -35,8 +36,24 @@ GGUF_STEPS = {
 }
 
 
+@dataclasses.dataclass
+class LaunchPlan:
+    """--print-launch and where the group runs (several machines: one command per machine)."""
+
+    print_launch: bool = False
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_address: str | None = None
+    main_port: int = 29500
+
+
+_MACHINES_HELP = "Machines of a --print-launch group (num_processes is per machine)."
+_PRINT_HELP = ("Print the exact accelerate launch command and config for this job (a job folder "
+               "is written, nothing is queued or run): for a cluster scheduler.")
+
+
 def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
-           queue_only: bool, as_json: bool) -> None:
+           queue_only: bool, as_json: bool, plan: LaunchPlan | None = None) -> None:
     from tuiapp.engine.jobs.preflight import preflight
     from tuiapp.engine.train.config import ConfigError, load_config
 
@@ -66,6 +83,9 @@ def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
             print_json({"preflight": report.to_dict(), "run": None})
         fail("not queued: pre-flight refused the job (reasons above)", code=1)
     runner = make_runner(ws)
+    if plan is not None and plan.print_launch:
+        print_launch(runner, cfg, report, plan, console, as_json)
+        return
     run = runner.submit(cfg, report=report)
     console.print(f"run {run.id}")
     if queue_only:
@@ -80,6 +100,41 @@ def _train(ctx: typer.Context, kind: str, config: str, sets: list[str] | None,
         print_json({"preflight": report.to_dict(), "run": dataclasses.asdict(run),
                     "metrics": ws.store.metric_summary(run.id)})
     raise typer.Exit(code)
+
+
+def print_launch(runner: Any, cfg: Any, report: Any, plan: LaunchPlan, console: Console,
+                 as_json: bool) -> None:
+    from tuiapp.engine.jobs.launch import accelerate_yaml, launch_command, shell_line
+    from tuiapp.engine.jobs.runner import CHILD_MARKER
+
+    if plan.num_machines < 1 or not 0 <= plan.machine_rank < plan.num_machines:
+        fail(f"--machine-rank must be in 0..{plan.num_machines - 1}", code=2)
+    if plan.num_machines > 1 and not plan.main_address:
+        fail("--main-address (the host of machine rank 0) is needed for several machines", code=2)
+    folder = runner.prepare_launch(cfg, report)
+    if cfg.num_processes * plan.num_machines == 1:
+        cmd = [runner.python, "-m", CHILD_MARKER, str(folder)]
+        text = None
+    else:
+        cmd = launch_command(cfg, folder, runner.python, num_machines=plan.num_machines,
+                             machine_rank=plan.machine_rank, main_address=plan.main_address,
+                             main_port=plan.main_port, device=report.device)
+        text = accelerate_yaml(cfg, num_machines=plan.num_machines, machine_rank=plan.machine_rank,
+                               main_address=plan.main_address, main_port=plan.main_port)
+        (folder / "accelerate.yaml").write_text(text, encoding="utf-8")
+    if as_json:
+        print_json({"preflight": report.to_dict(), "folder": str(folder), "command": cmd,
+                    "accelerate_config": text})
+        return
+    if text:
+        console.print(f"# accelerate config (also in {escape(str(folder / 'accelerate.yaml'))}):")
+        console.print(escape(text), end="")
+    where = (f"machine {plan.machine_rank} of {plan.num_machines} (the others: same command, "
+             "their own --machine_rank; the job folder on a file system every machine shares)"
+             if plan.num_machines > 1 else "this machine")
+    console.print(f"# command for {where}:")
+    console.print(escape(shell_line(cmd)), soft_wrap=True)
+    console.print(f"# not queued: events, logs/, checkpoints and final/ land in {escape(str(folder))}")
 
 
 def make_runner(ws: Any):
@@ -165,9 +220,15 @@ def sft(
     sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
     as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+    print_launch: bool = typer.Option(False, "--print-launch", help=_PRINT_HELP),
+    num_machines: int = typer.Option(1, "--num-machines", help=_MACHINES_HELP),
+    machine_rank: int = typer.Option(0, "--machine-rank", help="This machine's rank (--print-launch)."),
+    main_address: str | None = typer.Option(None, "--main-address", help="Host of machine rank 0."),
+    main_port: int = typer.Option(29500, "--main-port", help="Port on machine rank 0."),
 ) -> None:
     """Supervised fine-tuning (full / LoRA / QLoRA) from a config file."""
-    _train(ctx, "sft", config, sets, queue_only, as_json)
+    _train(ctx, "sft", config, sets, queue_only, as_json,
+           LaunchPlan(print_launch, num_machines, machine_rank, main_address, main_port))
 
 
 @app.command("cpt")
@@ -177,9 +238,15 @@ def cpt(
     sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
     as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+    print_launch: bool = typer.Option(False, "--print-launch", help=_PRINT_HELP),
+    num_machines: int = typer.Option(1, "--num-machines", help=_MACHINES_HELP),
+    machine_rank: int = typer.Option(0, "--machine-rank", help="This machine's rank (--print-launch)."),
+    main_address: str | None = typer.Option(None, "--main-address", help="Host of machine rank 0."),
+    main_port: int = typer.Option(29500, "--main-port", help="Port on machine rank 0."),
 ) -> None:
     """Continued pre-training on raw text (or pre-training a fresh model from scratch)."""
-    _train(ctx, "cpt", config, sets, queue_only, as_json)
+    _train(ctx, "cpt", config, sets, queue_only, as_json,
+           LaunchPlan(print_launch, num_machines, machine_rank, main_address, main_port))
 
 
 def _add_kind(name: str, help_text: str) -> None:
@@ -191,8 +258,14 @@ def _add_kind(name: str, help_text: str) -> None:
         sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
         queue_only: bool = typer.Option(False, "--queue-only", help="Queue the job without starting it."),
         as_json: bool = typer.Option(False, "--json", help="Print the pre-flight and the run as JSON."),
+        print_launch: bool = typer.Option(False, "--print-launch", help=_PRINT_HELP),
+        num_machines: int = typer.Option(1, "--num-machines", help=_MACHINES_HELP),
+        machine_rank: int = typer.Option(0, "--machine-rank", help="This machine's rank (--print-launch)."),
+        main_address: str | None = typer.Option(None, "--main-address", help="Host of machine rank 0."),
+        main_port: int = typer.Option(29500, "--main-port", help="Port on machine rank 0."),
     ) -> None:
-        _train(ctx, name, config, sets, queue_only, as_json)
+        _train(ctx, name, config, sets, queue_only, as_json,
+               LaunchPlan(print_launch, num_machines, machine_rank, main_address, main_port))
 
     command.__doc__ = help_text
     command.__name__ = f"train_{name}"

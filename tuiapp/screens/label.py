@@ -95,7 +95,8 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
         Binding("u", "undo", "Undo", id="label.undo"),
         Binding("n", "new_tasks", "New tasks", id="label.new", show=False),
         Binding("x", "export_labels", "Export as dataset", id="label.export"),
-        Binding("d", "review_disagreements", "Judge disagreements", id="label.disagreements"),
+        Binding("d", "review_disagreements", "Judge disagreements", id="label.disagreements",
+                show=False),  # in the keys line; the footer has no room at 100 columns
         Binding("ctrl+r", "refresh", "Refresh", id="label.refresh", show=False),
     ]
     DEFAULT_CSS = """

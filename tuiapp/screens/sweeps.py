@@ -92,7 +92,7 @@ class SweepsScreen(Screen):
                     with Vertical(id="chart-methods-box"):
                         yield PlotextPlot(id="chart-methods")
                         yield Static("", id="chart-legend")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ^p is an ordinary app binding (app.py)
 
     def on_mount(self) -> None:
         self.query_one("#sweeps-list", DataTable).add_columns("id", "name", "runs")

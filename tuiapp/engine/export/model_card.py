@@ -98,10 +98,12 @@ def _redteam(store: Any, run_ids: list[int]) -> list[str]:
     if not rows:
         return []
     lines = ["## Red-team", "", "Harmful compliance: share of prompts the model should refuse that "
-             "it answered. Over-refusal: share of benign prompts it refused (`tuneloop redteam`).", ""]
+             "it answered. Leaked: share of them whose answer holds the secret asked for. "
+             "Over-refusal: share of benign prompts it refused (`tuneloop redteam`).", ""]
     return lines + _table(("evaluation", "model", "category", "prompts", "harmful compliance",
-                           "over-refusal"),
-                          [(ev, model, cat, n, _pct(h), _pct(o)) for ev, model, cat, n, h, o in rows])
+                           "leaked", "over-refusal"),
+                          [(ev, model, cat, n, _pct(h), _pct(leak), _pct(o))
+                           for ev, model, cat, n, h, leak, o in rows])
 
 
 def _files(exports: list) -> list[str]:

@@ -72,7 +72,8 @@ def load_algorithm(spec: str):
     return getattr(module, func)
 
 
-def describe_error(exc: BaseException, phase: str, config: Any, run_dir: Path) -> dict[str, Any]:
+def describe_error(exc: BaseException, phase: str, config: Any, run_dir: Path,
+                   error_log: Path | None = None) -> dict[str, Any]:
     """An ``error`` event: what went wrong, where, and the first thing to try."""
     from tuiapp.engine.jobs.preflight import memory_knob
     from tuiapp.engine.train.config import ConfigError
@@ -97,7 +98,7 @@ def describe_error(exc: BaseException, phase: str, config: Any, run_dir: Path) -
                 "message": f"Data problem while {where}: {first}"}
     return {"kind": "crash", "phase": phase,
             "message": f"{type(exc).__name__} while {where}: {first}. The full traceback is in "
-                       f"{run_dir / 'error.log'}."}
+                       f"{error_log or run_dir / 'error.log'}."}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -118,6 +119,7 @@ def run_job(run_dir: Path) -> int:
     rank, world = launch.rank_env()  # set by torchrun when the runner started a process group
     if world > 1:
         launch.start_rank(run_dir, rank)
+        launch.share_dataset_cache(run_dir)
     code, error = _run_job(run_dir, rank, world)
     if world > 1:
         launch.end_rank(run_dir, rank, code, error)
@@ -162,7 +164,7 @@ def _run_job(run_dir: Path, rank: int, world: int) -> tuple[int, dict[str, Any] 
         error_log.parent.mkdir(parents=True, exist_ok=True)
         error_log.write_text(traceback.format_exc(), encoding="utf-8")
         try:
-            info = describe_error(exc, sink.phase, config, run_dir)
+            info = describe_error(exc, sink.phase, config, run_dir, error_log)
         except Exception:  # noqa: BLE001 - the message must get out even if wording fails
             info = {"kind": "crash", "phase": sink.phase,
                     "message": f"{type(exc).__name__}; see {error_log}"}

@@ -214,6 +214,28 @@ def start_rank(run_dir: Path, rank: int) -> None:
     _write_rank(run_dir, rank, {"rank": rank, "pid": os.getpid(), "started": time.time()})
 
 
+def share_dataset_cache(run_dir: Path) -> None:
+    """In-memory ``datasets`` (our rows go through ``Dataset.from_list``) put map results in a
+    per-process temp folder under a random name. TRL's DPO pre-computation writes the reference
+    log-probs on rank 0 and has every rank read them back by the fingerprint it broadcast, so
+    rank 1 looks in its own empty temp folder and fails. In a rank, such caches go to one folder
+    of the run under the fingerprint's name instead: the same path on every rank. Writes there
+    are atomic (datasets writes a temp file and renames it) and same-fingerprint contents equal."""
+    from datasets import arrow_dataset
+    from datasets.fingerprint import is_caching_enabled
+
+    folder = logs_dir(run_dir) / "datasets-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    original = arrow_dataset.Dataset._get_cache_file_path
+
+    def shared_path(self, fingerprint):
+        if is_caching_enabled() and self.cache_files:
+            return original(self, fingerprint)
+        return str(folder / f"cache-{fingerprint}.arrow")
+
+    arrow_dataset.Dataset._get_cache_file_path = shared_path
+
+
 def end_rank(run_dir: Path, rank: int, code: int, error: dict[str, Any] | None = None) -> None:
     info = read_rank(run_dir, rank) or {"rank": rank, "pid": os.getpid()}
     info.update(exit=code, ended=time.time(), **({"error": error} if error else {}))
@@ -307,6 +329,8 @@ def group_failure(run_dir: str | Path, rc: int | None) -> str | None:
         failed = sorted(r for r, info in ranks.items() if info.get("exit") not in (None, 0, 3))
         if failed:
             rank, code = failed[0], int(ranks[failed[0]]["exit"])
+        elif rc is not None and rc < 0:
+            return None  # the launcher itself was killed before it could say: no rank to blame
         elif vanished and rc not in (0, None):
             rank, code = vanished[0], -signal.SIGKILL
         else:
@@ -333,9 +357,12 @@ def stop_group(run_dir: str | Path, launcher_pid: int | None, grace: float = 5.0
     """Stop the launcher and every rank still alive: SIGTERM, then SIGKILL after ``grace``. Each
     rank leads its own session (torchrun starts them so), so a kill of the launcher's process
     group alone would not reach them; their pids are in logs/rank-N.json."""
+    # Only processes still running this run's child: a pid from a rank file may have been
+    # reused by an unrelated process since (a runner that recovers the run days later).
     pids = [int(info["pid"]) for info in rank_files(run_dir).values()
-            if info.get("pid") and "exit" not in info]
-    targets = ([launcher_pid] if launcher_pid else []) + pids
+            if info.get("pid") and "exit" not in info and _runs_child(int(info["pid"]), run_dir)]
+    launcher = [launcher_pid] if launcher_pid and _runs_child(launcher_pid, run_dir) else []
+    targets = launcher + pids
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for p in targets if _alive(p)]
         if not alive:
@@ -348,6 +375,15 @@ def stop_group(run_dir: str | Path, launcher_pid: int | None, grace: float = 5.0
         end = time.monotonic() + grace
         while time.monotonic() < end and any(_alive(p) for p in alive):
             time.sleep(0.1)
+
+
+def _runs_child(pid: int, run_dir: str | Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return False
+    return CHILD_MODULE in cmdline and str(Path(run_dir)) in cmdline
 
 
 def _alive(pid: int) -> bool:

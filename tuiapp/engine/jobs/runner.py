@@ -94,14 +94,28 @@ class Runner:
             parent_run_id=getattr(report, "parent_run_id", None))
         run_dir = self.runs_dir / str(run.id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_job(run_dir, {
-            "run_id": run.id, "kind": config.kind, "config": config.to_dict(),
+        self._write_job(run_dir, self._job(config, report, run.id))
+        return self.store.update_run(run.id, output_dir=str(run_dir))
+
+    def _job(self, config: Any, report: Any, run_id: int | None) -> dict[str, Any]:
+        return {
+            "run_id": run_id, "kind": config.kind, "config": config.to_dict(),
             "algorithm": self.algorithms[config.kind], "dataset_path": report.dataset_path,
             "base_model_path": report.base_model, "resume_from": None,
             # alignment jobs: where the policy starts (policy.StartPoint), read by the child
             "start": getattr(report, "start", None),
-        })
-        return self.store.update_run(run.id, output_dir=str(run_dir))
+        }
+
+    def prepare_launch(self, config: Any, report: Any, name: str | None = None) -> Path:
+        """A job folder a cluster scheduler starts itself (``tuneloop train --print-launch``):
+        job.json as submit writes it, but no queued row, so no local poll ever starts it. The
+        folder fills like a run's (events.jsonl, logs/, checkpoints, final/)."""
+        if config.kind not in self.algorithms:
+            raise ValueError(f"no training algorithm for {config.kind!r} jobs in this version")
+        folder = self.home / "launch" / (name or time.strftime(f"{config.kind}-%Y%m%d-%H%M%S"))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_job(folder, self._job(config, report, None))
+        return folder
 
     def start_next(self) -> Any | None:
         """Start the oldest queued run as a child process unless a run is already running."""
@@ -136,7 +150,8 @@ class Runner:
         finally:
             log.close()
         self._procs[run.id] = proc
-        self._progress[run.id] = {"step": 0, "total_steps": None, "eta_s": None}
+        self._progress[run.id] = {"step": 0, "total_steps": None, "eta_s": None,
+                                  "world_size": _world(run)}
         return self.store.update_run(run.id, status="running", pid=proc.pid, error=None)
 
     def command(self, run: Any) -> list[str]:
@@ -215,7 +230,8 @@ class Runner:
         offset = int(self.store.get_meta(key, 0) or 0)
         events, new_offset = read_jsonl_events(Path(run.output_dir) / "events.jsonl", offset)
         terminal = None
-        prog = self._progress.setdefault(run.id, {"step": 0, "total_steps": None, "eta_s": None})
+        prog = self._progress.setdefault(run.id, {"step": 0, "total_steps": None, "eta_s": None,
+                                                  "world_size": _world(run)})
         for ev in events:
             kind = ev.get("event")
             if kind == "metrics":
@@ -271,13 +287,20 @@ class Runner:
             return self.store.update_run(run.id, status="failed", error=reason)
         if terminal is not None:
             return self._finish(run, terminal)
+        if rc is not None and rc < 0:
+            sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
+            return self.store.update_run(
+                run.id, status="interrupted",
+                error=f"the process group's launcher was killed by {sig}; its ranks were "
+                      f"stopped; resume it with `tuneloop runs resume {run.id}`")
         return self.store.update_run(
             run.id, status="failed" if rc else "interrupted",
             error=(f"the process group exited with code {rc} without a result; see "
                    f"{Path(run.output_dir) / 'child.log'}") if rc else VANISHED.format(id=run.id))
 
     def progress(self, run_id: int) -> dict[str, Any]:
-        """Latest step, total, ETA, loss, tokens/s, phase and checkpoint seen by this runner."""
+        """Latest step, total, ETA, loss, tokens/s, phase, checkpoint and world size (processes
+        of the job) seen by this runner."""
         return dict(self._progress.get(run_id, {}))
 
     # ---------------------------------------------------------------- cancel, resume, recover

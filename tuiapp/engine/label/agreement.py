@@ -45,6 +45,11 @@ def judge_vs_human(store: Any, task_set: str | None = None) -> dict[str, Any]:
     judge = {e.task_id: e for e in store.live_labels(task_set, source="judge")
              if e.task_id in tasks}
     flips = sum(1 for e in judge.values() if e.detail.get("consistent") is False)
+    # Which side the judge picks as shown, over its A/B verdicts in either order: 50% is no
+    # position preference, 100% a judge that always takes the first answer it reads.
+    sides = Counter(o.get("verdict") for e in judge.values()
+                    for o in e.detail.get("orders", []))
+    picked = sides["A"] + sides["B"]
     pairs, disagreements = [], []
     for task_id in sorted(set(human) & set(judge)):
         h, j = human[task_id], judge[task_id]
@@ -66,6 +71,7 @@ def judge_vs_human(store: Any, task_set: str | None = None) -> dict[str, Any]:
         "by_choice": dict(Counter(e.choice for e in judge.values())),
         "flips": flips,
         "flip_rate": flips / len(judge) if judge else None,
+        "first_shown_share": sides["A"] / picked if picked else None,
         "both": len(set(human) & set(judge)),  # pairs a person and the judge both labelled
         "compared": len(pairs),
         "agree": agree,
@@ -83,6 +89,9 @@ def summary_lines(ag: dict[str, Any]) -> list[str]:
     lines = [f"judge: {ag['judged']} pairs labelled ("
              + ", ".join(f"{k} {v}" for k, v in sorted(ag["by_choice"].items()))
              + f"); position flips {ag['flips']}/{ag['judged']} ({ag['flip_rate']:.0%})"]
+    if ag.get("first_shown_share") is not None:
+        lines.append(f"judge picks the answer shown first in {ag['first_shown_share']:.0%} of "
+                     "its A/B verdicts (50% = no position bias)")
     if ag["compared"]:
         kappa = "undefined" if ag["kappa"] is None else f"{ag['kappa']:+.2f}"
         lines.append(f"judge vs person on {ag['compared']} pairs: agree {ag['agree']}/"

@@ -115,6 +115,11 @@ _VERDICT_RE = re.compile(r"verdict\s*[:=\-]?" + _MARKS + r"(?:answer\s+)?(A|B|ti
 # with "is" / "wins" / "better".
 _LEAD_RE = re.compile(r"^" + _MARKS + r"(?i:answer\s+)?(A|B|[Tt]ie)(?:[*_\"'`)\]]*\s*$|"
                       r"[*_\"'`)\]]*[.:,;!]|\s+(?:is|wins|better)\b)")
+# Prose a small instruct model writes instead of the label: "the better one is answer B",
+# "Answer A follows the principles better".
+_PHRASE_RE = re.compile(r"(?i:better|best|preferred|winner)(?:\s+(?i:one|answer))?\s+(?i:is)\s+"
+                        r"(?i:answer\s+)?(A|B)\b|\b(?i:answer)\s+(A|B)\s+(?i:is better|is best|"
+                        r"wins|follows the principles better)\b")
 _PRINCIPLE_RE = re.compile(r"principle\s*(?:#|no\.?|number)?\s*[:=\-]?" + _MARKS + r"#?(\d+)",
                            re.I)
 _RATIONALE_RE = re.compile(r"(?:rationale|reason|because)\s*[:=\-]?\s*(.+)", re.I)
@@ -123,10 +128,10 @@ _RATIONALE_RE = re.compile(r"(?:rationale|reason|because)\s*[:=\-]?\s*(.+)", re.
 def parse_verdict(text: str, n_principles: int) -> dict[str, Any] | None:
     """{"verdict": "A"|"B"|"tie", "principle": "N"|None, "rationale": str|None} from the judge's
     text, or None when it names no verdict."""
-    match = _VERDICT_RE.search(text) or _LEAD_RE.match(text)
+    match = _VERDICT_RE.search(text) or _LEAD_RE.match(text) or _PHRASE_RE.search(text)
     if not match:
         return None
-    verdict = match.group(1)
+    verdict = next(g for g in match.groups() if g)
     verdict = "tie" if verdict.lower() == "tie" else verdict.upper()
     principle = None
     if (p := _PRINCIPLE_RE.search(text)) and 1 <= int(p.group(1)) <= n_principles:
@@ -173,16 +178,24 @@ def _hf_logprobs(backend, adapter, prompt, system, params, texts: dict[str, str]
 
 def _llama_logprobs(backend, prompt, system, params, texts: dict[str, str]) -> dict:
     ids = backend.prompt_ids(prompt, params, system)
+    head = len(ids) - 1
     out = {}
     with backend.lock:
+        llm = backend.llm
+        # The verdict's generation just evaluated this prompt: keep its KV cache (llama.cpp's
+        # eval writes from n_tokens on, dropping what lies beyond), so the prompt is not
+        # processed again — on a busy CPU that is most of a verdict's time.
+        if not (llm.n_tokens >= head and list(llm.input_ids[:head]) == ids[:head]):
+            llm.reset()
+            llm.eval(ids[:head])
         for key, text in texts.items():
-            cont = backend.llm.tokenize(text.encode(), add_bos=False, special=False)
-            backend.llm.reset()
-            backend.llm.eval(ids)
+            cont = llm.tokenize(text.encode(), add_bos=False, special=False)
+            llm.n_tokens = head
+            llm.eval(ids[head:])  # the last prompt token again: only the last logits are kept
             total = 0.0
             for token in cont:
                 total += float(_log_softmax(backend._logits())[token])
-                backend.llm.eval([token])
+                llm.eval([token])
             out[key] = total
     return out
 

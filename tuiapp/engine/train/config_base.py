@@ -111,6 +111,12 @@ def check_method_fields(cfg: Any) -> None:
     if method in PROMPT_METHODS and cfg.num_virtual_tokens >= cfg.max_length:
         raise ConfigError("num_virtual_tokens", f"{cfg.num_virtual_tokens} virtual tokens leave no room "
                           f"in max_length={cfg.max_length}; lower it or raise max_length")
+    if method == "prefix" and cfg.gradient_checkpointing:
+        # Tried (transformers 5.25, PEFT 0.21): the recomputed attention sees keys without the
+        # prefix and fails on a shape mismatch; prompt tuning checkpoints fine.
+        raise ConfigError("gradient_checkpointing", "method=prefix cannot recompute activations (the "
+                          "prefix keys/values do not reach the recomputed attention); turn "
+                          "gradient_checkpointing off, or use method=prompt")
     if method == "ia3":
         targets, ff = set(cfg.ia3_target_modules), set(cfg.ia3_feedforward_modules)
         if ff and not targets:
@@ -189,8 +195,9 @@ class CommonTrainConfig:
         "there, else no).", MIXED_PRECISION, group="distributed",
     )
     accelerate_config: str = opt(
-        "", "Your own accelerate config YAML (from `accelerate config`), passed as --config_file; "
-        "num_processes, distributed and mixed_precision above still win.", group="distributed",
+        "", "Your own accelerate config YAML (from `accelerate config`), passed as --config_file "
+        "when num_processes > 1; num_processes, distributed and mixed_precision above still "
+        "win.", group="distributed",
     )
 
     kind: typing.ClassVar[str] = ""

@@ -236,13 +236,14 @@ def load_model(config: Any, model_path: str, tokenizer, device: str, dtype,
                                  "or use method=lora") from exc
         kwargs["quantization_config"] = bnb_config(config, dtype)
         kwargs["dtype"] = dtype
-        kwargs["device_map"] = {"": device if device == "cpu" else 0}
+        # each rank of a process group holds its own 4-bit copy on its own GPU (LOCAL_RANK)
+        kwargs["device_map"] = {"": device if device == "cpu" else _local_gpu()}
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except OSError as exc:
         raise ModelLoadError(f"cannot load the model {model_path}: {exc}") from exc
     if method != "qlora":
-        model.to(device)
+        model.to(device if device == "cpu" else f"cuda:{_local_gpu()}")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
@@ -391,3 +392,10 @@ def _first_knob(config: Any, activation_like: int, static: int) -> str:
     if config.method == "lora":
         return "method=qlora"
     return f"max_length={max(16, config.max_length // 2)}"
+
+
+def _local_gpu() -> int:
+    """This process's GPU: LOCAL_RANK under accelerate launch / torchrun, else 0."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
