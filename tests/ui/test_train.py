@@ -429,6 +429,8 @@ async def test_cancel_asks_for_confirmation_then_calls_the_engine(store, world, 
         assert f"Cancel run #{run.id}" in app.screen.question
         buttons = {b.id: str(b.label) for b in app.screen.query(Button)}
         assert buttons == {"no": "Keep running", "yes": "Cancel run"}  # no button reads "Cancel"
+        # Enter on the dialog as it opens keeps the run: the focus starts on "Keep running"
+        assert app.screen.focused is not None and app.screen.focused.id == "no"
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmScreen)
         assert ("cancel_run", run.id) not in fake.calls
