@@ -3,6 +3,7 @@ cancel/resume and the live monitor fed by the app's poll worker — with a scrip
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -465,6 +466,31 @@ async def test_resume_queues_a_continuation_of_a_cancelled_run(store, world, fak
         new = store.list_runs()[0]
         assert new.resumed_from == old.id
         assert screen.monitor.run_id == new.id
+        # same name as the old run, told apart by the marker (the fake writes no job file)
+        names = {row[0]: row[1] for row in queue_rows(screen)}
+        assert names[str(old.id)] == old.name
+        assert names[str(new.id)] == f"{old.name} ↻ resumed from #{old.id}"
+
+
+async def test_a_resumed_run_names_the_checkpoint_step_it_continues_from(
+    store, world, fake, tmp_path
+):
+    old = add_run(store, "cancelled")
+    run_dir = tmp_path / "runs" / "2"
+    run_dir.mkdir(parents=True)
+    # what the runner writes for a resumed run: its job file points at the linked checkpoint
+    (run_dir / "job.json").write_text(json.dumps(
+        {"run_id": 2, "resume_from": str(run_dir / "checkpoint-60")}), encoding="utf-8")
+    new = add_run(store, "running", resumed_from=old.id, output_dir=str(run_dir))
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        await wait_until(pilot, lambda: len(queue_rows(screen)) == 2)
+        names = {row[0]: row[1] for row in queue_rows(screen)}
+        assert names[str(new.id)].endswith(f"↻ resumed from #{old.id} at step 60")
+        assert screen.monitor.run_id == new.id
+        head = str(screen.monitor.query_one("#mon-head").render())
+        assert f"resumed from #{old.id} at step 60" in head
 
 
 # ---- snapshot -----------------------------------------------------------------------------------
