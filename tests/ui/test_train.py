@@ -279,6 +279,36 @@ async def test_start_and_queue_submit_through_the_engine_and_list_the_runs(
         assert queue_rows(screen)[0][3] == "queued"
 
 
+async def test_the_loss_chart_is_a_line_and_dpo_shows_reward_margins(store, world, fake, tmp_path):
+    run = store.create_run("dpo", {"kind": "dpo"}, name="demo DPO", status="running")
+    for step in range(2, 42, 2):
+        store.log_metrics(run.id, step, {
+            "loss": 0.7 - step / 100, "rewards/margins": step / 40, "rewards/accuracies": 0.75,
+            "rewards/chosen": 0.25, "rewards/rejected": -0.5,
+        })
+    store.log_metrics(run.id, 40, {"eval_loss": 0.4})
+    plain_sft = add_run(store, "completed", name="plain sft")
+    store.log_metrics(plain_sft.id, 10, {"loss": 2.0})
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        monitor = screen.monitor
+        await wait_until(pilot, lambda: monitor.run_id == run.id and monitor.last_values)
+        stats = text_of(monitor.query_one("#mon-stats"))
+        assert "margin 1 " in stats and "acc 75%" in stats
+        assert "chosen 0.25" in stats and "rej -0.5" in stats
+        chart = monitor.query_one(LossChart).plain()
+        # a braille line with a y axis and the step axis, not a filled block of █
+        assert "█" not in chart and any(0x2800 < ord(ch) <= 0x28FF for ch in chart)
+        assert "0.68" in chart and "step" in chart and "● eval loss" in chart
+        # a run without reward metrics keeps the two stat rows it had
+        screen.query_one("#train-queue").focus()
+        rows = [row[0] for row in queue_rows(screen)]
+        await pilot.press("down" if rows.index(str(plain_sft.id)) else "up")
+        await wait_until(pilot, lambda: monitor.run_id == plain_sft.id and monitor.last_values)
+        assert "margin" not in text_of(monitor.query_one("#mon-stats"))
+
+
 async def test_progress_messages_update_the_monitor_and_coalesce(store, world, fake, tmp_path):
     run = add_run(store, "running")
     for step in range(10, 110, 10):

@@ -264,6 +264,14 @@ class RunMonitor(Vertical):
              ("mem", "–" if memory is None else f"{memory:,.0f} MiB"),
              ("epoch", number(last.get("epoch"), ".2f"))],
         ]
+        # preference runs (DPO and its kin) log TRL's implicit rewards: the margin between
+        # chosen and rejected and how often chosen wins say more than the loss alone
+        margin, accuracy = last.get("rewards/margins"), last.get("rewards/accuracies")
+        if margin is not None or accuracy is not None:
+            cells.append([("margin", number(margin, ".3g")),
+                          ("acc", "–" if accuracy is None else f"{accuracy:.0%}"),
+                          ("chosen", number(last.get("rewards/chosen"), ".3g")),
+                          ("rej", number(last.get("rewards/rejected"), ".3g"))])
         stats = Text()
         for i, row in enumerate(cells):
             for j, (label, value) in enumerate(row):
