@@ -52,6 +52,8 @@ def preflight_text(report: dict[str, Any], stale: bool = False) -> Group:
         if free:
             shown += f", {free / GiB:.1f} GiB free"
         table.add_row("memory", shown)
+    if report.get("dtype"):  # "auto → bf16: this CPU has AMX" (issue 22)
+        table.add_row("dtype", report["dtype"])
     stats = report.get("tokens") or {}
     tokens = stats.get("tokens") or {}
     if tokens:

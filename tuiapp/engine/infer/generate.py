@@ -364,17 +364,32 @@ class Generator:
         aligned run's SFT start is a different model from the plain base."""
         kind, path = ("gguf", str(model_ref.gguf_path)) if model_ref.kind == "gguf" else ("hf", str(model_ref.base_dir))
         merges = tuple(str(m) for m in getattr(model_ref, "merge_dirs", ()) or ())
+        dtype = self._run_dtype(model_ref) if kind == "hf" else "auto"
+        key = (kind, path, merges) + ((dtype,) if dtype != "auto" else ())
         with self._lock:
-            backend = self._backends.get((kind, path, merges))
+            backend = self._backends.get(key)
             if backend is None:
                 if self._factory is not None:
                     backend = self._factory(kind, path, *([merges] if merges else []))
                 elif kind == "gguf":
                     backend = LlamaCppBackend(path, **self._gguf_options)
                 else:
-                    backend = TransformersBackend(path, **self._options, merge_adapters=merges)
-                self._backends[(kind, path, merges)] = backend
+                    backend = TransformersBackend(path, **self._options, dtype=dtype, merge_adapters=merges)
+                self._backends[key] = backend
             return backend
+
+    def _run_dtype(self, model_ref) -> str:
+        """A run's model answers in the dtype it trained in (its config's, auto included: the
+        same modeling.auto_dtype pick), so Compare/eval/labels see what training saw."""
+        run_id = getattr(model_ref, "run_id", None)
+        if run_id is None or self.store is None:
+            return "auto"
+        try:
+            config = self.store.get_run(run_id).config or {}
+        except Exception:  # noqa: BLE001 - a run the store no longer has answers in auto
+            return "auto"
+        dtype = config.get("dtype", "auto")
+        return dtype if dtype in ("auto", "fp32", "bf16", "fp16") else "auto"
 
     def generate(self, ref, prompt: str | list[dict], params: GenerationParams | None = None, *,
                  system: str | None = None, cancel: threading.Event | None = None,

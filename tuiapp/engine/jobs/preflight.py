@@ -47,6 +47,7 @@ class PreflightReport:
     dataset_hash: str | None = None
     dataset_rows: int | None = None
     device: str = "cpu"
+    dtype: str = ""                        # "auto → bf16: this CPU has AMX", or "fp32 (set in the config)"
     params: dict[str, Any] = field(default_factory=dict)   # total, trainable, share
     memory: dict[str, Any] = field(default_factory=dict)   # parts and estimate in bytes, free
     tokens: dict[str, Any] = field(default_factory=dict)   # from data.compute_stats
@@ -75,6 +76,8 @@ class PreflightReport:
         table.add_column()
         table.add_row("job", self.kind)
         table.add_row("base model", self.base_model or "scratch (fresh weights)")
+        if self.dtype:
+            table.add_row("dtype", self.dtype)
         if self.base_gguf:
             table.add_row("from GGUF", f"{self.base_gguf.get('gguf_path')} "
                                        f"(sha256 {str(self.base_gguf.get('gguf_sha256'))[:16]})")
@@ -134,6 +137,9 @@ def preflight(config: Any, store: Any, home: str | Path | None = None,
     ``emit(event, **fields)`` hears the progress of dequantising a GGUF base (first use only)."""
     kind = config.kind
     report = PreflightReport(kind=kind, device=pick_device(config.device))
+    from tuiapp.engine.train.modeling import describe_dtype
+
+    report.dtype = describe_dtype(config.dtype, report.device)
     model_cfg = tokenizer = None
     start = None
     if kind in ALIGNMENT_KINDS and str(getattr(config, "start_from", "") or "").strip():

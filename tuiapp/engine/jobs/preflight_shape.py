@@ -122,7 +122,9 @@ _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 def estimate_memory(model_cfg: Any, config: Any, params: dict[str, Any], device: str) -> dict[str, Any]:
     """Weights + gradients + Adam states + activations + logits, in bytes (an estimate)."""
-    dtype = config.dtype if config.dtype != "auto" else ("bf16" if device == "cuda" else "fp32")
+    from tuiapp.engine.train import modeling
+
+    dtype = config.dtype if config.dtype != "auto" else modeling.auto_dtype(device)[0]
     wb = _DTYPE_BYTES[dtype]
     total, trainable, linear = params["total"], params["trainable"], params["linear"]
     method = params["method"]
