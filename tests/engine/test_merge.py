@@ -203,3 +203,16 @@ def test_a_merged_model_exports_to_gguf_with_parity(world, tmp_path):
                           out=tmp_path / "gguf", max_new_tokens=4)
     assert [f["status"] for f in exported["files"]] == ["ok"]
     assert exported["files"][0]["parity"]["ok"]
+
+
+def test_a_merged_folder_is_a_dpo_start(world):
+    from types import SimpleNamespace
+
+    from tuiapp.engine.train.policy import resolve_start
+
+    adapter = _merge(world, ["a", "b"], "cat")
+    start = resolve_start(SimpleNamespace(start_from=adapter["path"]), world["store"], str(world["base"]))
+    assert start.adapter_dir == adapter["path"] and start.base_path == str(world["base"])
+    full = _merge(world, ["a", "b"], "ties", density=0.5, full=True)
+    start = resolve_start(SimpleNamespace(start_from=full["path"]), world["store"], str(world["base"]))
+    assert start.full_dir == full["path"]
