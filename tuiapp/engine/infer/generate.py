@@ -13,7 +13,6 @@ torch / transformers / peft / llama_cpp are imported inside the backends: import
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import threading
@@ -23,53 +22,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tuiapp.engine.infer.llama_backend import LlamaCppBackend
 from tuiapp.engine.infer.params import (
     STOP_TOKEN_TEXTS,
     Chunk,
     GenerationError,
     GenerationParams,
-    Sampler,
     TextStream,
+    decode_loop,
     messages_for,
-    render_chat,
 )
 
 __all__ = ["Chunk", "GenerationError", "GenerationParams", "TransformersBackend", "LlamaCppBackend",
            "model_fingerprint"]
-
-
-def _decode_loop(step, first_logits, prompt_len: int, stream: TextStream, stop_ids: set[int],
-                 params: GenerationParams, t0: float, cancel, budget: int) -> Iterator[Chunk]:
-    """The shared loop: sample from ``first_logits``, feed the token with ``step(token) ->
-    logits``, stream text increments, finish with the figures."""
-    sample = Sampler(params)
-    logits, n, first_at, reason = first_logits, 0, None, "length"
-    for _ in range(budget):
-        if cancel is not None and cancel.is_set():
-            reason = "cancelled"
-            break
-        token = sample(logits)
-        if token in stop_ids:
-            reason = "eos"
-            break
-        n += 1
-        piece, stopped = stream.push(token)
-        if first_at is None:
-            first_at = time.perf_counter() - t0
-        if piece:
-            yield Chunk(piece, tokens=n)
-        if stopped:
-            reason = "stop"
-            break
-        if n < budget:
-            logits = step(token)
-    tail = stream.flush()
-    if tail:
-        yield Chunk(tail, tokens=n)
-    latency = time.perf_counter() - t0
-    yield Chunk(stream.text, done=True, tokens=n, latency_s=latency, first_token_s=first_at,
-                tokens_per_s=n / latency if latency > 0 else None, finish_reason=reason,
-                prompt_tokens=prompt_len)
 
 
 # ------------------------------------------------------------------ adapters and bases
@@ -354,7 +319,7 @@ class TransformersBackend:
                     state["past"] = out.past_key_values
                     return out.logits[0, -1].float().cpu().numpy()
 
-                yield from _decode_loop(lambda tok: forward([tok], step_model), forward(ids, model), len(ids),
+                yield from decode_loop(lambda tok: forward([tok], step_model), forward(ids, model), len(ids),
                                         stream, stop_ids, params, t0, cancel, budget)
 
     def close(self) -> None:
@@ -364,118 +329,6 @@ class TransformersBackend:
         self.peft = None
         self.model = None
         self.adapters.clear()
-
-
-# ------------------------------------------------------------------ llama.cpp
-
-
-def _template_beside(gguf_path: Path) -> str | None:
-    """The HF chat template stored next to a GGUF (an export folder keeps the tokenizer files)."""
-    folder = gguf_path.parent
-    jinja = folder / "chat_template.jinja"
-    if jinja.exists():
-        return jinja.read_text(encoding="utf-8")
-    cfg = folder / "tokenizer_config.json"
-    if cfg.exists():
-        template = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(template, str):
-            return template
-    return None
-
-
-class LlamaCppBackend:
-    """A GGUF file in llama.cpp. The chat template is rendered by us (the HF template next to the
-    file, else the file's own ``tokenizer.chat_template``, else ChatML) exactly as transformers
-    renders it, so a GGUF and its source model see the same prompt tokens."""
-
-    def __init__(self, gguf_path: str | Path, n_ctx: int = 2048, n_threads: int | None = None):
-        import os
-
-        import llama_cpp
-
-        from tuiapp.engine.infer.gguf_file import GGUFFileError, capture_llama_logs, inspect_gguf
-        from tuiapp.engine.train.modeling import CHATML_TEMPLATE
-
-        self.path = Path(gguf_path).resolve()
-        inspect_gguf(self.path)  # raises GGUFFileError in words before llama.cpp can abort
-        threads = n_threads or max(1, min(4, os.cpu_count() or 1))
-        try:
-            with capture_llama_logs() as lines:
-                self.llm = llama_cpp.Llama(str(self.path), n_ctx=n_ctx, n_threads=threads,
-                                           n_threads_batch=threads, logits_all=False, verbose=False)
-        except ValueError:
-            reason = next((ln.strip() for ln in lines if "error" in ln.lower()), "no reason given")
-            raise GGUFFileError(f"{self.path}: llama.cpp could not load it: {reason}") from None
-        self.n_ctx = n_ctx
-        self.n_vocab = self.llm.n_vocab()
-        meta = self.llm.metadata
-        self.template = _template_beside(self.path) or meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        self.bos_text = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
-        self.eos_text = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
-        self.add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self.stop_ids = {self.llm.token_eos()}
-        for text in STOP_TOKEN_TEXTS:
-            ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
-            if len(ids) == 1:
-                self.stop_ids.add(ids[0])
-        self.lock = threading.Lock()
-        atexit.register(self.close)
-
-    def _token_text(self, token_id) -> str:
-        if token_id is None:
-            return ""
-        return self.llm.detokenize([int(token_id)], special=True).decode("utf-8", "replace")
-
-    def prompt_ids(self, prompt: str | list[dict], params: GenerationParams,
-                   system: str | None = None) -> list[int]:
-        if not params.chat:
-            return self.llm.tokenize(str(prompt).encode(), add_bos=self.add_bos, special=False)
-        text = render_chat(self.template, messages_for(prompt, system), bos_token=self.bos_text,
-                           eos_token=self.eos_text)
-        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
-
-    def _logits(self):
-        import numpy as np
-
-        # llama.cpp keeps only the last position's logits when logits_all is off.
-        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,)).copy()
-
-    def generate(self, adapter: None, prompt: str | list[dict], params: GenerationParams | None = None,
-                 *, system: str | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk]:
-        """Stream an answer. ``adapter`` must be None (a GGUF has its weights merged)."""
-        if adapter is not None:
-            raise GenerationError("a GGUF model has no adapters to switch; export the run to GGUF instead")
-        if self.llm is None:
-            raise GenerationError(f"{self.path} was closed")
-        params = params or GenerationParams()
-        t0 = time.perf_counter()
-        ids = self.prompt_ids(prompt, params, system)
-        if len(ids) >= self.n_ctx:
-            raise GenerationError(f"the prompt is {len(ids)} tokens; the context is {self.n_ctx}. "
-                                  "Shorten it or raise n_ctx.")
-        budget = min(params.max_new_tokens, self.n_ctx - len(ids))
-
-        def decode(tokens: list[int]) -> str:
-            return self.llm.detokenize(tokens, special=False).decode("utf-8", "replace")
-
-        stream = TextStream(decode, params.stop)
-        with self.lock:
-            self.llm.reset()
-            self.llm.eval(ids)
-
-            def step(token: int):
-                self.llm.eval([token])
-                return self._logits()
-
-            yield from _decode_loop(step, self._logits(), len(ids), stream, self.stop_ids, params,
-                                    t0, cancel, budget)
-
-    def close(self) -> None:
-        """Free the model now; llama.cpp's destructor misbehaves at interpreter exit."""
-        llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            llm.close()
-            atexit.unregister(self.close)
 
 
 # ------------------------------------------------------------------ the facade
@@ -511,17 +364,32 @@ class Generator:
         aligned run's SFT start is a different model from the plain base."""
         kind, path = ("gguf", str(model_ref.gguf_path)) if model_ref.kind == "gguf" else ("hf", str(model_ref.base_dir))
         merges = tuple(str(m) for m in getattr(model_ref, "merge_dirs", ()) or ())
+        dtype = self._run_dtype(model_ref) if kind == "hf" else "auto"
+        key = (kind, path, merges) + ((dtype,) if dtype != "auto" else ())
         with self._lock:
-            backend = self._backends.get((kind, path, merges))
+            backend = self._backends.get(key)
             if backend is None:
                 if self._factory is not None:
                     backend = self._factory(kind, path, *([merges] if merges else []))
                 elif kind == "gguf":
                     backend = LlamaCppBackend(path, **self._gguf_options)
                 else:
-                    backend = TransformersBackend(path, **self._options, merge_adapters=merges)
-                self._backends[(kind, path, merges)] = backend
+                    backend = TransformersBackend(path, **self._options, dtype=dtype, merge_adapters=merges)
+                self._backends[key] = backend
             return backend
+
+    def _run_dtype(self, model_ref) -> str:
+        """A run's model answers in the dtype it trained in (its config's, auto included: the
+        same modeling.auto_dtype pick), so Compare/eval/labels see what training saw."""
+        run_id = getattr(model_ref, "run_id", None)
+        if run_id is None or self.store is None:
+            return "auto"
+        try:
+            config = self.store.get_run(run_id).config or {}
+        except Exception:  # noqa: BLE001 - a run the store no longer has answers in auto
+            return "auto"
+        dtype = config.get("dtype", "auto")
+        return dtype if dtype in ("auto", "fp32", "bf16", "fp16") else "auto"
 
     def generate(self, ref, prompt: str | list[dict], params: GenerationParams | None = None, *,
                  system: str | None = None, cancel: threading.Event | None = None,

@@ -9,7 +9,8 @@ a compare pane shows model differences, not sampler differences. No torch import
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -171,3 +172,40 @@ def render_chat(template: str, messages: list[dict], *, bos_token: str = "", eos
 
 
 STOP_TOKEN_TEXTS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "</s>", "<|end|>")
+
+
+# ------------------------------------------------------------------ the decode loop both backends share
+
+
+def decode_loop(step, first_logits, prompt_len: int, stream: TextStream, stop_ids: set[int],
+                 params: GenerationParams, t0: float, cancel, budget: int) -> Iterator[Chunk]:
+    """The shared loop: sample from ``first_logits``, feed the token with ``step(token) ->
+    logits``, stream text increments, finish with the figures."""
+    sample = Sampler(params)
+    logits, n, first_at, reason = first_logits, 0, None, "length"
+    for _ in range(budget):
+        if cancel is not None and cancel.is_set():
+            reason = "cancelled"
+            break
+        token = sample(logits)
+        if token in stop_ids:
+            reason = "eos"
+            break
+        n += 1
+        piece, stopped = stream.push(token)
+        if first_at is None:
+            first_at = time.perf_counter() - t0
+        if piece:
+            yield Chunk(piece, tokens=n)
+        if stopped:
+            reason = "stop"
+            break
+        if n < budget:
+            logits = step(token)
+    tail = stream.flush()
+    if tail:
+        yield Chunk(tail, tokens=n)
+    latency = time.perf_counter() - t0
+    yield Chunk(stream.text, done=True, tokens=n, latency_s=latency, first_token_s=first_at,
+                tokens_per_s=n / latency if latency > 0 else None, finish_reason=reason,
+                prompt_tokens=prompt_len)

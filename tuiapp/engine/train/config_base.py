@@ -168,7 +168,8 @@ class CommonTrainConfig:
     sample_max_new_tokens: int = opt(48, "Longest answer generated for the sample prompts.", group="schedule")
     device: str = opt("auto", "Where to train: auto picks CUDA when present.", DEVICES, group="hardware")
     dtype: str = opt(
-        "auto", "Weights/compute dtype: auto is bf16 on a CUDA GPU that supports it, else fp32.",
+        "auto", "Weights/compute dtype: auto is bf16 on a CUDA GPU that supports it and on a CPU with "
+        "AMX or AVX512-BF16, else fp32 (pre-flight says which and why).",
         DTYPES, group="hardware",
     )
     trust_remote_code: bool = opt(

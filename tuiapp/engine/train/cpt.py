@@ -286,14 +286,13 @@ def load_model(config: CPTJobConfig, base: str):
 
 
 def _precision(dtype: str, use_cpu: bool) -> tuple[bool, bool]:
-    """(bf16, fp16) Trainer flags: fp32 on CPU unless asked; auto is bf16 on a capable GPU."""
-    if use_cpu:
-        return dtype == "bf16", False
-    if dtype == "auto":
-        import torch
+    """(bf16, fp16) Trainer flags: auto follows modeling.auto_dtype (bf16 on a capable GPU or on
+    a CPU with AMX/AVX512-BF16); fp16 needs a GPU."""
+    from tuiapp.engine.train import modeling
 
-        return torch.cuda.is_bf16_supported(), False
-    return dtype == "bf16", dtype == "fp16"
+    if dtype == "auto":
+        dtype = modeling.auto_dtype("cpu" if use_cpu else "cuda")[0]
+    return dtype == "bf16", dtype == "fp16" and not use_cpu
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
