@@ -18,6 +18,13 @@ revision stays in the SFT version.
 Both versions carry the same lineage: the model REF, the constitution's path and sha256, the
 prompt set and the sha256 of its file, the seed and sampling settings, and per row the
 principle used (lineage["rows"], in row order) with the critique the model wrote.
+
+What to expect from a small model: the mechanism needs one that follows instructions. On the
+demo world a 100-step demo SFT LoRA (run:1) kept 11 of 20 rewrites (9 empty), and the kept ones
+are corpus-style continuations ("Vidibe lives in which town?\nAnswer: ..."), not fixes; SFT on
+them runs (10 steps, loss 3.72 → 1.73) but teaches nothing good. SmolLM2-135M-Instruct (GGUF)
+writes fluent critiques yet did not turn a passphrase answer into a refusal in 6 prompts.
+Read the rows (or judge the pairs) before training on them.
 """
 
 from __future__ import annotations
