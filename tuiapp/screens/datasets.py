@@ -42,7 +42,7 @@ from tuiapp.messages import (
     WorkFailed,
 )
 from tuiapp.screens.areas import AreaScreen
-from tuiapp.screens.dataset_stats import histogram_bins, stats_table
+from tuiapp.screens.dataset_stats import file_label, histogram_bins, stats_table
 from tuiapp.screens.datasets_import import DatasetImportMixin, _readable, _skippable
 from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.file_preview import FilePreview, read_window
@@ -87,6 +87,7 @@ class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
         self.examples: list[str] | None = None
         self.file_paths: list[Path] = []
         self.imported: dict[Path, int] = {}
+        self.version_names: dict[Path, str] = {}  # Train's name of the file's version
         self.last_version: Any = None
         self.last_error: str | None = None
 
@@ -132,6 +133,8 @@ class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
         table.add_columns("Line", "Field", "Severity", "Message")
         self.query_one("#ds-no-problems").display = False
         self.query_one("#ds-files", OptionList).focus()
+
+    def on_screen_resume(self) -> None:  # also the first show: a version made elsewhere appears
         self.refresh_files()
 
     # ---- file list ------------------------------------------------------------------------
@@ -145,12 +148,14 @@ class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
             self.post_message(WorkFailed("listing dataset files", _readable(exc)))
             return
         imported: dict[Path, int] = {}
+        names: dict[Path, str] = {}
         for version in versions:
             path = Path(version.path).expanduser().resolve()
             # oldest first (store contract), so the newest version of a file wins
-            imported[path] = version.id
+            imported[path], names[path] = version.id, version.name
             if path not in {f.resolve() for f in files}:
                 files.append(path)
+        self.version_names = names  # read by the handler of the message below
         self.post_message(FilesListed(files, imported))
 
     def on_files_listed(self, message: FilesListed) -> None:
@@ -169,7 +174,7 @@ class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
         label.append(
             f"✓#{version_id} " if version_id else "   ", style="bold" if version_id else ""
         )
-        label.append(self._short_name(path))
+        label.append_text(file_label(self._short_name(path), self.version_names.get(path.resolve())))
         return Option(label, id=f"file-{index}")
 
     def _short_name(self, path: Path) -> str:
@@ -308,7 +313,8 @@ class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
             text.append(f" (first {len(report.problems)} listed)", style="dim")
         version_id = self.imported.get(self.current_path.resolve())
         if version_id:
-            text.append(f"\n✓ imported as dataset version #{version_id}", style="green")
+            name = self.version_names.get(self.current_path.resolve(), "")
+            text.append(f"\n✓ imported as dataset version #{version_id} {name}", style="green")
         elif errors and self._skipping():
             left = len(getattr(report, "skipped_lines", None) or []) or errors
             text.append(f"\nReady to import the valid rows: ^s ({left} invalid row(s) left out, "
