@@ -11,6 +11,7 @@ from tuiapp.cli import (
     export_cmd,
     generate_cmd,
     labels_cmd,
+    merge_cmd,
     redteam_cmd,
     runs_cmd,
     sweep_cmd,
@@ -34,6 +35,7 @@ app.add_typer(export_cmd.app, name="export")
 app.command("generate")(generate_cmd.generate)
 app.command("eval")(eval_cmd.eval_models)
 app.command("redteam")(redteam_cmd.redteam)
+app.command("merge")(merge_cmd.merge)
 app.add_typer(labels_cmd.app, name="labels")
 app.add_typer(demo_cmd.app, name="demo")
 

@@ -90,3 +90,27 @@ async def test_not_now_stays_on_label(label_app, store, tmp_path):
         await pilot.press("n")
         await wait_until(pilot, lambda: app.screen is screen)
         assert app.current_mode == "label" and app.train_request is None
+
+
+async def test_the_exported_labels_have_one_name_in_datasets_and_train(label_app, store, tmp_path):
+    from textual.widgets import OptionList, Select
+
+    make_tasks(store, 3, swapped=lambda i: False)
+    app = label_app()
+    app.engine.home = tmp_path
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_label(pilot, app)
+        v = await label_and_export(pilot, app, screen)
+        await pilot.press("d")
+        train = await train_shows(pilot, app, "dpo", v.id)
+        options = dict((value, str(label)) for label, value in train.query_one(
+            "#train-dataset", Select)._options)
+        assert options[str(v.id)].startswith(f"#{v.id} {v.name} ·")
+        await pilot.press("f2")
+        files = app.screen.query_one("#ds-files", OptionList)
+        await wait_until(pilot, lambda: any(v.name in str(files.get_option_at_index(i).prompt)
+                                            for i in range(files.option_count)))
+        shown = [str(files.get_option_at_index(i).prompt) for i in range(files.option_count)]
+        (entry,) = [s for s in shown if v.name in s]
+        # Train's name first, the file it lives in after it (not only the hashed file name)
+        assert entry.startswith(f"✓#{v.id} {v.name} · labels-") and entry.endswith(".jsonl")

@@ -166,6 +166,12 @@ async def test_quit_during_a_run_says_it_goes_on_and_asks(make_app, store):
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert f"Run #{run.id} is running" in app.screen.question
         assert "goes on after tuneloop closes" in app.screen.question
+        assert app.screen.focused is not None and str(app.screen.focused.label) == "Stay"
+        await pilot.press("enter")  # the focused button stays: Enter never quits by accident
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("escape")  # stay
         await pilot.pause()
         assert app.is_running and not isinstance(app.screen, ConfirmScreen)

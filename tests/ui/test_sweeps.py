@@ -68,7 +68,9 @@ async def test_palette_opens_sweeps_and_the_charts_show_the_runs(store, engine, 
         rank = screen.query_one("#chart-rank").render().plain
         assert "trainable parameters vs LoRA rank" in rank and "313K" in rank
         bars = screen.query_one("#chart-methods").render().plain
-        assert "lora r4" in bars and "lora r16" in bars and "full" in bars
+        assert "per method" in bars and "params" in bars and "score" in bars
+        legend = str(screen.query_one("#chart-legend").render())
+        assert "1 lora r4" in legend and "3 lora r16" in legend and "4 full" in legend
         await pilot.press("e")
         await settle(pilot, lambda: len(screen.saved) == 3)
         folder = tmp_path / "home" / "reports" / f"sweep-{world['sweep'].id}"

@@ -3,6 +3,7 @@ cancel/resume and the live monitor fed by the app's poll worker — with a scrip
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -278,6 +279,36 @@ async def test_start_and_queue_submit_through_the_engine_and_list_the_runs(
         assert queue_rows(screen)[0][3] == "queued"
 
 
+async def test_the_loss_chart_is_a_line_and_dpo_shows_reward_margins(store, world, fake, tmp_path):
+    run = store.create_run("dpo", {"kind": "dpo"}, name="demo DPO", status="running")
+    for step in range(2, 42, 2):
+        store.log_metrics(run.id, step, {
+            "loss": 0.7 - step / 100, "rewards/margins": step / 40, "rewards/accuracies": 0.75,
+            "rewards/chosen": 0.25, "rewards/rejected": -0.5,
+        })
+    store.log_metrics(run.id, 40, {"eval_loss": 0.4})
+    plain_sft = add_run(store, "completed", name="plain sft")
+    store.log_metrics(plain_sft.id, 10, {"loss": 2.0})
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        monitor = screen.monitor
+        await wait_until(pilot, lambda: monitor.run_id == run.id and monitor.last_values)
+        stats = text_of(monitor.query_one("#mon-stats"))
+        assert "margin 1 " in stats and "acc 75%" in stats
+        assert "chosen 0.25" in stats and "rej -0.5" in stats
+        chart = monitor.query_one(LossChart).plain()
+        # a braille line with a y axis and the step axis, not a filled block of █
+        assert "█" not in chart and any(0x2800 < ord(ch) <= 0x28FF for ch in chart)
+        assert "0.68" in chart and "step" in chart and "● eval loss" in chart
+        # a run without reward metrics keeps the two stat rows it had
+        screen.query_one("#train-queue").focus()
+        rows = [row[0] for row in queue_rows(screen)]
+        await pilot.press("down" if rows.index(str(plain_sft.id)) else "up")
+        await wait_until(pilot, lambda: monitor.run_id == plain_sft.id and monitor.last_values)
+        assert "margin" not in text_of(monitor.query_one("#mon-stats"))
+
+
 async def test_progress_messages_update_the_monitor_and_coalesce(store, world, fake, tmp_path):
     run = add_run(store, "running")
     for step in range(10, 110, 10):
@@ -429,6 +460,8 @@ async def test_cancel_asks_for_confirmation_then_calls_the_engine(store, world, 
         assert f"Cancel run #{run.id}" in app.screen.question
         buttons = {b.id: str(b.label) for b in app.screen.query(Button)}
         assert buttons == {"no": "Keep running", "yes": "Cancel run"}  # no button reads "Cancel"
+        # Enter on the dialog as it opens keeps the run: the focus starts on "Keep running"
+        assert app.screen.focused is not None and app.screen.focused.id == "no"
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmScreen)
         assert ("cancel_run", run.id) not in fake.calls
@@ -463,6 +496,31 @@ async def test_resume_queues_a_continuation_of_a_cancelled_run(store, world, fak
         new = store.list_runs()[0]
         assert new.resumed_from == old.id
         assert screen.monitor.run_id == new.id
+        # same name as the old run, told apart by the marker (the fake writes no job file)
+        names = {row[0]: row[1] for row in queue_rows(screen)}
+        assert names[str(old.id)] == old.name
+        assert names[str(new.id)] == f"{old.name} ↻ resumed from #{old.id}"
+
+
+async def test_a_resumed_run_names_the_checkpoint_step_it_continues_from(
+    store, world, fake, tmp_path
+):
+    old = add_run(store, "cancelled")
+    run_dir = tmp_path / "runs" / "2"
+    run_dir.mkdir(parents=True)
+    # what the runner writes for a resumed run: its job file points at the linked checkpoint
+    (run_dir / "job.json").write_text(json.dumps(
+        {"run_id": 2, "resume_from": str(run_dir / "checkpoint-60")}), encoding="utf-8")
+    new = add_run(store, "running", resumed_from=old.id, output_dir=str(run_dir))
+    app = train_app(store, fake, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_train(pilot, app)
+        await wait_until(pilot, lambda: len(queue_rows(screen)) == 2)
+        names = {row[0]: row[1] for row in queue_rows(screen)}
+        assert names[str(new.id)].endswith(f"↻ resumed from #{old.id} at step 60")
+        assert screen.monitor.run_id == new.id
+        head = str(screen.monitor.query_one("#mon-head").render())
+        assert f"resumed from #{old.id} at step 60" in head
 
 
 # ---- snapshot -----------------------------------------------------------------------------------

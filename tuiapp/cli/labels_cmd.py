@@ -1,6 +1,6 @@
-"""``tuneloop labels new|judge|export|stats``: label tasks from models, an AI judge's labels by a
-constitution, labels → a preference dataset version, and counts / self-agreement / win-rates /
-judge-vs-person agreement.
+"""``tuneloop labels new|judge|revise|export|stats``: label tasks from models, an AI judge's labels
+by a constitution, critique-and-revise SFT data by a constitution, labels → a preference dataset
+version, and counts / self-agreement / win-rates / judge-vs-person agreement.
 
 Mounted as a group: ``app.add_typer(labels_cmd.app, name="labels")`` in ``__main__``. Exit 2 for bad input (REFs, prompt sets, nothing to export).
 """
@@ -145,6 +145,83 @@ def judge(
                    "(beyond --limit)")
     typer.echo("Compare with your own labels: tuneloop labels stats --task-set "
                f"{task_set!r}")
+
+
+@app.command("revise")
+def revise_cmd(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="The model that answers, critiques and "
+                              "rewrites (base, run:N, model:N, a folder or a .gguf)."),
+    prompts: str = typer.Option(..., "--prompts", "-p", help="A JSONL with \"prompt\" (or SFT "
+                                "conversations), or a dataset version id or name."),
+    constitution: Path | None = typer.Option(None, "--constitution", help="A text file of "
+                                             "principles, one a line (default: the demo's, "
+                                             "sample_data/constitution.txt)."),
+    principles: str | None = typer.Option(None, "--principles", help="Only these principle "
+                                          "numbers, comma-separated (e.g. 1,2,3)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens per answer, "
+                                       "critique and rewrite."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
+    seed: int = typer.Option(0, "--seed", help="Draws the principles' rotation (and sampling)."),
+    base: Path | None = typer.Option(None, "--base", help="The folder REF 'base' stands for."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts and versions as JSON."),
+) -> None:
+    """Critique and revise (Constitutional AI): the model answers each prompt, critiques its
+    answer against one principle and rewrites it; the rewrites become an SFT dataset version and
+    original-vs-rewrite a preference version, both with lineage."""
+    from tuiapp.cli.generate_cmd import make_params, open_generator
+    from tuiapp.engine.infer.model_refs import RefError
+    from tuiapp.engine.infer.params import GenerationError
+    from tuiapp.engine.label import revise as revising
+    from tuiapp.engine.label import tasks as labels
+
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1", code=2)
+    numbers = None
+    if principles:
+        try:
+            numbers = [int(x) for x in principles.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--principles: numbers separated by commas, e.g. 1,2,3 (got {principles!r})",
+                 code=2)
+    params = make_params(max_new_tokens, temperature, 1.0, seed, None)
+    err = Console(stderr=True, highlight=False)
+
+    def progress(done: int, total: int, row: dict) -> None:
+        if as_json:
+            return
+        what = {"kept": "revised", "empty": "left out (empty rewrite)",
+                "identical": "left out (rewrite same as the answer)"}[row["status"]]
+        err.print(f"[{done}/{total}] principle {row['principle']}: {what}  "
+                  f"{row['original'][:40]!r} → {row['revised'][:40]!r}")
+
+    gen, ws = open_generator(ctx, base, device)
+    try:
+        result = revising.revise_prompts(ws.store, gen, model, prompts, home=ws.home,
+                                         constitution=constitution, limit=limit, seed=seed,
+                                         principles=numbers, params=params, progress=progress)
+    except (RefError, labels.LabelsError, GenerationError) as exc:
+        fail(str(exc), code=2)
+    except Exception as exc:  # noqa: BLE001 - a person reads this, not a traceback
+        fail(f"revising failed: {type(exc).__name__}: {exc}", code=1)
+    finally:
+        gen.close()
+    if as_json:
+        print_json(result)
+        return
+    left = ", ".join(f"{v} {k}" for k, v in sorted(result["left_out"].items())) or "none"
+    sft = result["sft_version"]
+    typer.echo(f"{result['model']} revised {result['kept']} of {result['asked']} answers by "
+               f"{result['constitution']} (left out: {left})")
+    typer.echo(f"  SFT version {sft['id']} {sft['name']}: {sft['rows']} rows, sha256 "
+               f"{sft['content_hash'][:16]}")
+    pairs = result["pairs_version"]
+    if pairs:
+        typer.echo(f"  preference version {pairs['id']} {pairs['name']}: {pairs['rows']} pairs "
+                   "(chosen = rewrite, rejected = original)")
+    typer.echo(f"Train on it: dataset = {sft['id']} (or \"{sft['name']}\") in an SFT job.")
 
 
 @app.command("export")

@@ -321,7 +321,7 @@ def _show(store: Any, sweep_id: int, as_json: bool) -> None:
         else "score: none yet (`tuneloop sweep eval ID --prompts P`)"
     table = Table(title=f"sweep {sweep.id}: {sweep.name}", title_justify="left", box=box.SIMPLE,
                   caption=caption, caption_justify="left")
-    cols = ("run", "status", "method", "r", *others, "trainable", "peak MiB", "tok/s", "loss",
+    cols = ("run", "status", "method", "r", *others, "params", "peak MiB", "tok/s", "loss",
             "score")
     for col in cols:
         table.add_column(col, justify="left" if col in ("status", "method", *others) else "right")

@@ -35,6 +35,7 @@ from tuiapp.messages import CompareChoicesLoaded, PaneChunk, PaneDone, PaneFaile
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_batch import BatchPanel, short
 from tuiapp.screens.compare_blind import BLIND_PANES, BlindMixin
+from tuiapp.screens.references import reference_for, reference_index, reference_line
 from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.model_picker import ModelPicker
 from tuiapp.widgets.output_pane import OutputPane
@@ -94,6 +95,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
     #cmp-left .section-title.-first { margin-top: 0; }
     #cmp-system { width: 1fr; }
     #cmp-prompt { height: 6; }
+    #cmp-reference { display: none; height: auto; padding: 0 1; }
     .cmp-settings { height: 1; margin-top: 1; }
     .cmp-settings Label { width: 8; color: $text-muted; }
     .cmp-settings Input { width: 1fr; margin-right: 1; }
@@ -110,6 +112,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
         self.choices: list[tuple[str, str]] = []
         self.history: list[tuple[str, str | None]] = []
         self.choices_loaded = False
+        self.references: dict[str, str] = {}  # held-out prompt → its reference answer
         self._prompt_sets: list[tuple[str, str]] = []
         self.generating = False
         self.gen = 0
@@ -133,6 +136,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
                     yield Static("Prompt  (ctrl+g generate · alt+↑↓ history)",
                                  classes="section-title")
                     yield TextArea(id="cmp-prompt", compact=True, placeholder="Ask something…")
+                    yield Static("", id="cmp-reference")
                     for row in (SETTINGS[:2], SETTINGS[2:]):
                         with Horizontal(classes="cmp-settings"):
                             for input_id, label, _, _, default in row:
@@ -189,6 +193,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
             prompt_sets = [(f"{v.name} · v{v.id} · {v.kind} · {v.rows} rows", str(v.id))
                            for v in reversed(versions)]
             evaluations = self.store.list_evaluations()
+            self.references = reference_index(self.store)  # read by the handler below
         except Exception as exc:
             self.post_message(WorkFailed("loading the model list", _readable(exc)))
             return
@@ -217,6 +222,15 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
                 or not self.choices_loaded:
             batch.set_evaluations(message.evaluations)
         self.choices_loaded = True
+        self._show_reference()
+
+    @on(TextArea.Changed, "#cmp-prompt")
+    def _show_reference(self) -> None:
+        """The prompt's reference answer under it, when it is a held-out question that has one."""
+        reference = reference_for(self.references, self.prompt)
+        box = self.query_one("#cmp-reference", Static)
+        box.display = reference is not None
+        box.update(reference_line(reference) if reference else "")
 
     def on_work_failed(self, message: WorkFailed) -> None:
         if message.what == "blind label" and self.blind:

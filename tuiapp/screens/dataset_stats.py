@@ -7,9 +7,11 @@ Pure functions (no widgets) so they are easy to test; the stats dict is JSON fro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 # Keys holding histogram data rather than numbers a person reads in the table.
 HISTOGRAM_KEYS = ("histogram", "token_histogram", "length_histogram")
@@ -116,3 +118,12 @@ def histogram_bins(stats: dict, max_length: int | None) -> list[tuple[str, int, 
         )
         for low, high, count in bins
     ]
+
+
+def file_label(short: str, version_name: str | None) -> Text:
+    """A file in Datasets' list under the name Train's dataset list gives its version (an exported
+    labels file `labels-demo-….jsonl` reads `labels/demo` in both), the file after it, dim; a
+    file whose path already is its name (`demo/sft.jsonl`) or not imported reads as its path."""
+    if not version_name or str(Path(short).with_suffix("")) == version_name:
+        return Text(short)
+    return Text.assemble(version_name, (f" · {Path(short).name}", "dim"))

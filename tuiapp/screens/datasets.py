@@ -34,7 +34,6 @@ from textual.worker import get_current_worker
 
 from tuiapp.engine.data.read import FILE_TYPES
 from tuiapp.messages import (
-    DatasetImported,
     ExamplesReady,
     FilesListed,
     PreviewReady,
@@ -43,8 +42,8 @@ from tuiapp.messages import (
     WorkFailed,
 )
 from tuiapp.screens.areas import AreaScreen
-from tuiapp.screens.dataset_stats import histogram_bins, stats_table
-from tuiapp.screens.modals import ConfirmScreen, NameScreen
+from tuiapp.screens.dataset_stats import file_label, histogram_bins, stats_table
+from tuiapp.screens.datasets_import import DatasetImportMixin, _readable, _skippable
 from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.file_preview import FilePreview, read_window
 from tuiapp.widgets.histogram import Histogram
@@ -67,19 +66,7 @@ def _has_lines(path: Path) -> bool:
     return Path(path).is_file() and Path(path).suffix.lower() not in (".parquet", ".pq")
 
 
-def _skippable(report: Any) -> bool:
-    """Whether leaving invalid rows out gives a dataset (engine.data.skippable, read off the
-    report so the screen needs no engine import): no fatal read error and some usable rows."""
-    return report is not None and not getattr(report, "fatal", False) and bool(report.records)
-
-
-def _readable(exc: BaseException) -> str:
-    """One sentence for a person; the exception type only when the message is empty."""
-    message = str(exc).strip()
-    return message or type(exc).__name__
-
-
-class DatasetsScreen(TabKeysMixin, AreaScreen):
+class DatasetsScreen(DatasetImportMixin, TabKeysMixin, AreaScreen):
     AREA = "datasets"
     AREA_TITLE = "Datasets"
     BINDINGS = [
@@ -100,6 +87,7 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
         self.examples: list[str] | None = None
         self.file_paths: list[Path] = []
         self.imported: dict[Path, int] = {}
+        self.version_names: dict[Path, str] = {}  # Train's name of the file's version
         self.last_version: Any = None
         self.last_error: str | None = None
 
@@ -145,6 +133,8 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
         table.add_columns("Line", "Field", "Severity", "Message")
         self.query_one("#ds-no-problems").display = False
         self.query_one("#ds-files", OptionList).focus()
+
+    def on_screen_resume(self) -> None:  # also the first show: a version made elsewhere appears
         self.refresh_files()
 
     # ---- file list ------------------------------------------------------------------------
@@ -158,12 +148,14 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
             self.post_message(WorkFailed("listing dataset files", _readable(exc)))
             return
         imported: dict[Path, int] = {}
+        names: dict[Path, str] = {}
         for version in versions:
             path = Path(version.path).expanduser().resolve()
             # oldest first (store contract), so the newest version of a file wins
-            imported[path] = version.id
+            imported[path], names[path] = version.id, version.name
             if path not in {f.resolve() for f in files}:
                 files.append(path)
+        self.version_names = names  # read by the handler of the message below
         self.post_message(FilesListed(files, imported))
 
     def on_files_listed(self, message: FilesListed) -> None:
@@ -182,7 +174,7 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
         label.append(
             f"✓#{version_id} " if version_id else "   ", style="bold" if version_id else ""
         )
-        label.append(self._short_name(path))
+        label.append_text(file_label(self._short_name(path), self.version_names.get(path.resolve())))
         return Option(label, id=f"file-{index}")
 
     def _short_name(self, path: Path) -> str:
@@ -321,7 +313,8 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
             text.append(f" (first {len(report.problems)} listed)", style="dim")
         version_id = self.imported.get(self.current_path.resolve())
         if version_id:
-            text.append(f"\n✓ imported as dataset version #{version_id}", style="green")
+            name = self.version_names.get(self.current_path.resolve(), "")
+            text.append(f"\n✓ imported as dataset version #{version_id} {name}", style="green")
         elif errors and self._skipping():
             left = len(getattr(report, "skipped_lines", None) or []) or errors
             text.append(f"\nReady to import the valid rows: ^s ({left} invalid row(s) left out, "
@@ -426,90 +419,10 @@ class DatasetsScreen(TabKeysMixin, AreaScreen):
     def _import_pressed(self) -> None:
         self.action_import_version()
 
-    def action_import_version(self) -> None:
-        if self.current_path is None:
-            self.notify("Pick a dataset file first.", severity="warning")
-            return
-        if self.report is None:
-            self.notify("Still validating; import when the report is shown.", severity="warning")
-            return
-        skip = bool(self.report.errors) and self._skipping()
-        if self.report.errors and not skip:
-            first = self.report.errors[0]
-            hint = (" (or tick Skip invalid rows to leave those rows out)"
-                    if _skippable(self.report) else "")
-            self._fail(
-                f"{self.current_path.name} has {len(self.report.errors)} error(s); fix them "
-                f"before importing{hint}. First: {first}",
-                replace_summary=False,
-            )
-            return
-        path, kind = self.current_path, self.kind
-
-        def chosen(name: str | None) -> None:
-            if name:
-                self.import_version(path, name, kind, skip)
-
-        def ask_name(go_on: bool = True) -> None:
-            if go_on:
-                self.app.push_screen(
-                    NameScreen(
-                        f"Import {path.name} as a dataset version",
-                        self._default_name(path),
-                        action="Import",
-                        hint="Versions are immutable; the same bytes under the same name "
-                        "return the existing version.",
-                    ),
-                    chosen,
-                )
-
-        existing = self.imported.get(path.resolve())
-        if existing is None:
-            ask_name()
-        else:
-            self.app.push_screen(
-                ConfirmScreen(
-                    f"{path.name} is already dataset version #{existing}. Record it again "
-                    "under another name?",
-                    yes="Choose a name",
-                ),
-                ask_name,
-            )
-
-    def _default_name(self, path: Path) -> str:
-        demo_dir = path.resolve().parent
-        return f"demo/{path.stem}" if demo_dir.name == "demo" else path.stem
-
-    def _skipping(self) -> bool:
-        """Skip invalid rows is ticked and leaving rows out gives a dataset (no broken file, some rows)."""
-        return self.query_one("#ds-skip-invalid", Checkbox).value and _skippable(self.report)
-
     @on(Checkbox.Changed, "#ds-skip-invalid")
     def _skip_changed(self) -> None:
         if self.report is not None and self.current_path is not None:
             self._update_summary()
-
-    @work(thread=True, exclusive=True, group="ds-import", exit_on_error=False)
-    def import_version(self, path: Path, name: str, kind: str | None,
-                       skip_invalid: bool = False) -> None:
-        try:
-            version = self.engine.import_dataset(self.store, path, name, kind=kind,
-                                                 skip_invalid=skip_invalid)
-        except Exception as exc:
-            self.post_message(WorkFailed("import", _readable(exc), path))
-            return
-        self.post_message(DatasetImported(path, version))
-
-    def on_dataset_imported(self, message: DatasetImported) -> None:
-        version = message.version
-        self.last_version = version
-        self.imported[Path(message.path).resolve()] = version.id
-        left = ((getattr(version, "stats", None) or {}).get("skipped") or {}).get("count")
-        out = f", {left} invalid row(s) left out" if left else ""
-        self.notify(f"{version.name} is dataset version #{version.id} ({version.rows} rows{out}).")
-        if message.path == self.current_path and self.report is not None:
-            self._update_summary()
-        self.refresh_files()
 
     # ---- errors and keys ------------------------------------------------------------------
 

@@ -5,9 +5,8 @@ commits the label through the store (synchronous=FULL) in a thread worker; only 
 `LabelSaved` message arrives does the screen say "saved" and draw the next pair, so nothing shown
 as saved can be lost by a crash. Keys pressed while a save is in flight are queued, not dropped.
 Undo walks back through this session's labels (then the task set's, newest first); the undone
-pair comes back to the front. A share of labelled pairs comes back with sides swapped (a new
-task pointing at the original) to measure self-agreement.
-"""
+pair comes back to the front. Some labelled pairs come back sides swapped to measure
+self-agreement. A held-out prompt shows its reference answer (references.py)."""
 
 from __future__ import annotations
 
@@ -45,6 +44,7 @@ from tuiapp.screens.label_modals import (
 )
 from tuiapp.screens.label_review import LabelReviewMixin
 from tuiapp.screens.label_stats import LabelStatsPanel
+from tuiapp.screens.references import reference_index, reference_under, references_of
 from tuiapp.widgets.preference_bar import PreferenceBar
 
 SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad",
@@ -119,6 +119,7 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
     def __init__(self) -> None:
         super().__init__()
         self.task_set: str | None = None
+        self.references: dict[str, str] = {}  # held-out prompt → reference answer (shown)
         self.queue: deque[Pair] = deque()
         self.current: Pair | None = None
         self.history: list[tuple[Any, Pair]] = []  # (label event, pair) of this session
@@ -142,8 +143,6 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
         self._stats_dirty = False
         self._last_key_at = 0.0
         self._gc_thresholds: tuple[int, int, int] | None = None
-
-    # ---- layout --------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
         with Horizontal():
@@ -217,6 +216,7 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
             if task_set is None:  # tasks without a set
                 tasks = [t for t in store.list_label_tasks(unlabelled_only=True)
                          if t.task_set is None]
+            self.references = reference_index(store)  # set before the handler below draws
         except Exception as exc:
             self.post_message(WorkFailed("reading label tasks", str(exc) or type(exc).__name__))
             return
@@ -278,6 +278,7 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
             if pair.system:
                 body.append(f"system: {pair.system}\n", style="dim")
             body.append(pair.prompt)
+            body.append_text(reference_under(self.references, pair.prompt))
             prompt.show(body)
             shown_a, shown_b = pair.shown()
             text_a.show(shown_a["output"])
@@ -447,6 +448,7 @@ class LabelScreen(LabelExportMixin, LabelStatsPanel, LabelReviewMixin, AreaScree
         if self.feeder is not None:
             self.feeder.stop()
         box: dict[str, Any] = {}
+        self.references.update(references_of(spec["prompts"], self.store))  # the named set's
         try:
             box["feeder"] = self.engine.start_label_feeder(
                 self.store, spec["refs"], spec["prompts"], task_set=spec.get("task_set"),

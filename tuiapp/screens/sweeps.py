@@ -59,6 +59,7 @@ class SweepsScreen(Screen):
     SweepsScreen #sweep-runs { height: auto; max-height: 12; }
     SweepsScreen #sweep-charts { height: 1fr; min-height: 12; }
     SweepsScreen #sweeps-empty { padding: 1 2; }
+    SweepsScreen #chart-legend { height: auto; padding: 0 1 0 6; }
     """
     BINDINGS = [
         Binding("escape", "close", "Back", id="sweeps.close"),
@@ -88,7 +89,9 @@ class SweepsScreen(Screen):
                 yield DataTable(id="sweep-runs", cursor_type="row", zebra_stripes=True)
                 with Horizontal(id="sweep-charts"):
                     yield PlotextPlot(id="chart-rank")
-                    yield PlotextPlot(id="chart-methods")
+                    with Vertical(id="chart-methods-box"):
+                        yield PlotextPlot(id="chart-methods")
+                        yield Static("", id="chart-legend")
         yield Footer(show_command_palette=False)  # ^p is an ordinary app binding (app.py)
 
     def on_mount(self) -> None:
@@ -195,8 +198,16 @@ class SweepsScreen(Screen):
         if groups:
             tops = {k: max((g[k] or 0.0) for g in groups.values()) or 1.0 for k, _ in MEASURES}
             bars = [[100 * (g[k] or 0.0) / tops[k] for g in groups.values()] for k, _ in MEASURES]
-            plt.multiple_bar(list(groups), bars, labels=["params", "memory", "score"])
+            names = list(groups)
+            plt.multiple_bar(list(range(1, len(names) + 1)), bars,
+                             labels=["params", "memory", "score"])
+            # Groups are numbered under the bars and named in the x label: plotext shifts long
+            # tick labels by a character depending on the process's string hash seed, which
+            # would make the same sweep draw differently from run to run.
+            plt.xticks(list(range(1, len(names) + 1)), [str(i) for i in range(1, len(names) + 1)])
             plt.ylim(0, 100)
+        self.query_one("#chart-legend", Static).update(
+            "  ".join(f"[b]{i}[/b] {n}" for i, n in enumerate(groups, 1)))
         widget.refresh()
 
     # ---- actions ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ dataclass) and happens on every keystroke.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
 from tuiapp.messages import (
-    JobRefused,
-    JobSubmitted,
-    PreflightReady,
     TrainChoicesLoaded,
     WorkFailed,
 )
@@ -33,9 +29,9 @@ from tuiapp.screens.train_panels import (
     DATASET_KINDS,
     QUEUE_COLUMNS,
     TRAIN_KINDS,
-    preflight_text,
 )
 from tuiapp.screens.train_runs import TrainRunsMixin
+from tuiapp.screens.train_submit import TrainSubmitMixin, _key, _readable
 from tuiapp.widgets.config_form import ConfigForm
 from tuiapp.widgets.run_monitor import RunMonitor
 
@@ -54,15 +50,7 @@ DEFAULT_PRESETS = {
 JOB_FIELDS = ("base_model", "dataset")
 
 
-def _readable(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
-
-
-def _key(config: dict) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-class TrainScreen(TrainRunsMixin, AreaScreen):
+class TrainScreen(TrainSubmitMixin, TrainRunsMixin, AreaScreen):
     AREA = "train"
     AREA_TITLE = "Train"
     BINDINGS = [
@@ -432,99 +420,6 @@ class TrainScreen(TrainRunsMixin, AreaScreen):
         if not self._preset_pending:  # else the preset, when it lands, takes the request
             self.requested_dataset = None
         self.revalidate()
-
-    # ---- pre-flight -----------------------------------------------------------------------
-
-    def action_preflight(self) -> None:
-        if self.config is None:
-            self.notify("Fix the fields marked in red first.", severity="warning")
-            return
-        if self.preflight_running:
-            return
-        self.preflight_running = True
-        self._update_buttons()
-        self.query_one("#train-preflight", Static).update(
-            Text("Checking: reading the model config and measuring the data…", "dim")
-        )
-        self.run_preflight(self.config)
-
-    @work(thread=True, exclusive=True, group="train-preflight", exit_on_error=False)
-    def run_preflight(self, config: Any) -> None:
-        try:
-            report = self.engine.preflight(config)
-        except Exception as exc:
-            self.post_message(WorkFailed("pre-flight", _readable(exc)))
-            self.post_message(PreflightReady(config.to_dict(), {}))
-            return
-        self.post_message(PreflightReady(config.to_dict(), report))
-
-    def on_preflight_ready(self, message: PreflightReady) -> None:
-        self.preflight_running = False
-        self.preflight_report = message.report or None
-        self.preflight_key = _key(message.config) if message.report else None
-        self._show_preflight()
-        self._update_buttons()
-
-    def _show_preflight(self) -> None:
-        panel = self.query_one("#train-preflight", Static)
-        if self.preflight_report is None:
-            panel.update(Text("Not checked yet: ^t measures the job before it runs.", "dim"))
-            return
-        stale = self.preflight_key != self.config_key
-        panel.update(preflight_text(self.preflight_report, stale=stale))
-
-    # ---- start / queue --------------------------------------------------------------------
-
-    def action_start(self) -> None:
-        self._submit(start=True)
-
-    def action_queue(self) -> None:
-        self._submit(start=False)
-
-    def _submit(self, start: bool) -> None:
-        if self.config is None:
-            self.notify("Fix the fields marked in red first.", severity="warning")
-            return
-        if self.refused:
-            self.notify("Pre-flight refused this job; see the reasons on the right.",
-                        severity="error")
-            return
-        if self.submitting:
-            return
-        self.submitting = True
-        self._update_buttons()
-        self.submit_job(self.config, start)
-
-    @work(thread=True, group="train-submit", exit_on_error=False)
-    def submit_job(self, config: Any, start: bool) -> None:
-        try:
-            run = self.engine.submit(config, start=start)
-        except Exception as exc:
-            report = getattr(exc, "report", None)
-            if isinstance(report, dict):
-                self.post_message(PreflightReady(config.to_dict(), report))
-                self.post_message(JobRefused(report))
-            else:
-                self.post_message(WorkFailed("starting the job", _readable(exc)))
-                self.post_message(JobRefused({}))
-            return
-        self.post_message(JobSubmitted(run, started=run.status == "running"))
-
-    def on_job_refused(self, message: JobRefused) -> None:
-        self.submitting = False
-        self._update_buttons()
-        if message.report:
-            self.notify("Pre-flight refused the job; see the reasons on the right.",
-                        severity="error", timeout=8)
-
-    def on_job_submitted(self, message: JobSubmitted) -> None:
-        self.submitting = False
-        self._update_buttons()
-        run = message.run
-        what = "started" if message.started else "queued"
-        self.notify(f"run #{run.id} {what}")
-        self.watch_run(run)
-        self.load_queue()
 
     # ---- buttons and errors ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from tuiapp.engine.jobs.resolve import EXPECTED_KINDS
 from tuiapp.screens.run_rows import short_time
+from tuiapp.widgets.run_monitor import resume_note
 
 GiB = 2**30
 TRAIN_KINDS = ("sft", "cpt", "dpo", "kto", "reward", "ppo", "grpo", "rloo")
@@ -98,11 +99,19 @@ def queue_runs(store: Any) -> list[Any]:
     return runs[:QUEUE_LIMIT]
 
 
+def _name_cell(run: Any) -> Text:
+    text = Text(run.name or "")
+    note = resume_note(run)
+    if note:  # the same name as the run it continues, so the marker tells them apart
+        text.append(f" ↻ {note}", style="italic")
+    return text
+
+
 def queue_cells(run: Any) -> tuple[Text, ...]:
     style = {"running": "bold", "failed": "red", "interrupted": "yellow"}.get(run.status, "")
     return (
         Text(str(run.id)),
-        Text(run.name or ""),
+        _name_cell(run),
         Text(run.kind),
         Text(run.status, style=style),
         Text(short_time(getattr(run, "created_at", None))[5:]),  # month-day hour:minute

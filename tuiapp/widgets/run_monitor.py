@@ -9,6 +9,9 @@ and `show_metrics(data)` — curves, last values and samples read from the store
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -38,6 +41,29 @@ def clock(seconds: float | None) -> str:
 
 def number(value: Any, spec: str = ".4g") -> str:
     return "–" if value is None else format(value, spec)
+
+
+@lru_cache(maxsize=256)
+def _resume_step(output_dir: str | None) -> int | None:
+    """The checkpoint step a resumed run started from, read from the job file the runner wrote
+    (`resume_from: …/checkpoint-N`); it never changes for a run, hence the cache."""
+    if not output_dir:
+        return None
+    try:
+        job = json.loads((Path(output_dir) / "job.json").read_text(encoding="utf-8"))
+        return int(str(job["resume_from"]).rstrip("/").rsplit("-", 1)[-1])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resume_note(run: Any) -> str:
+    """'resumed from #4 at step 60' for a run that continues another; '' for a fresh one. A
+    resumed run keeps its parent's name, so without this the two read as one run twice."""
+    parent = getattr(run, "resumed_from", None)
+    if not parent:
+        return ""
+    step = _resume_step(getattr(run, "output_dir", None))
+    return f"resumed from #{parent}" + (f" at step {step}" if step is not None else "")
 
 
 class RunMonitor(Vertical):
@@ -108,6 +134,7 @@ class RunMonitor(Vertical):
         self.progress.setdefault("kind", run.kind)
         self.progress["status"] = run.status
         self.progress["error"] = run.error
+        self.progress["resumed"] = resume_note(run)
         self.query_one("#mon-bar-row").display = True
         self.query_one("#mon-chart").display = True
         self._draw()
@@ -200,6 +227,8 @@ class RunMonitor(Vertical):
         head.append(f"run #{self.run_id} ", style="bold")
         head.append(f"{p.get('name') or p.get('kind') or ''} · ")
         head.append(status, style=STATUS_STYLE.get(status, ""))
+        if p.get("resumed"):
+            head.append(f" · {p['resumed']}", style="italic")
         if status == "running" and p.get("phase"):
             head.append(f" · {p['phase']}", style="dim")
         self.query_one("#mon-head", Static).update(head)
@@ -235,6 +264,14 @@ class RunMonitor(Vertical):
              ("mem", "–" if memory is None else f"{memory:,.0f} MiB"),
              ("epoch", number(last.get("epoch"), ".2f"))],
         ]
+        # preference runs (DPO and its kin) log TRL's implicit rewards: the margin between
+        # chosen and rejected and how often chosen wins say more than the loss alone
+        margin, accuracy = last.get("rewards/margins"), last.get("rewards/accuracies")
+        if margin is not None or accuracy is not None:
+            cells.append([("margin", number(margin, ".3g")),
+                          ("acc", "–" if accuracy is None else f"{accuracy:.0%}"),
+                          ("chosen", number(last.get("rewards/chosen"), ".3g")),
+                          ("rej", number(last.get("rewards/rejected"), ".3g"))])
         stats = Text()
         for i, row in enumerate(cells):
             for j, (label, value) in enumerate(row):

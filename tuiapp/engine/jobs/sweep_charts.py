@@ -140,8 +140,9 @@ def methods_svg(groups: dict[str, dict[str, float | None]], title: str) -> str:
                          f' fill="{COLOURS[mi]}"><title>{escape(label)}: {shown}</title></rect>')
             parts.append(f'<text x="{x + bar / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" '
                          f'font-size="9">{shown}</text>')
-        parts.append(f'<text x="{x0 + slot * 0.4:.1f}" y="{_H - _B + 16}" text-anchor="middle">'
-                     f'{escape(label)}</text>')
+        lx, ly = x0 + slot * 0.4, _H - _B + 16
+        tilt = f' transform="rotate(-20 {lx:.1f} {ly})"' if len(groups) > 6 else ""  # 10 fit
+        parts.append(f'<text x="{lx:.1f}" y="{ly}" text-anchor="middle"{tilt}>{escape(label)}</text>')
     for mi, (_, words) in enumerate(MEASURES):
         parts.append(f'<text x="{_L + 10 + 170 * mi}" y="{_H - 18}" fill="{COLOURS[mi]}">'
                      f'■ {escape(words)}</text>')

@@ -344,6 +344,7 @@ def _prepare_4bit(model, gradient_checkpointing: bool) -> None:
     bench/sft_throughput.py and docs/benchmarks.md have the numbers."""
     for param in model.parameters():
         param.requires_grad_(False)
+    _cpu_4bit_shapes(model)
     if gradient_checkpointing:
         # 5.2x renamed gradient_checkpointing_enable (kept as a deprecated alias); 5.17 has the old name
         if hasattr(model, "activation_checkpointing_enable"):
@@ -351,6 +352,21 @@ def _prepare_4bit(model, gradient_checkpointing: bool) -> None:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # the first checkpointed block needs a grad-carrying input
+
+
+def _cpu_4bit_shapes(model) -> None:
+    """bitsandbytes (0.50) repacks a 4-bit weight for its AVX512-BF16 CPU kernel the first time
+    the layer runs in eval mode without grad, and that repacking only works when the output width
+    is a multiple of 32 and the input width a multiple of the quantisation block: the demo's
+    688-wide MLP crashed the first checkpoint's sample answers ("N must be divisible by
+    block_n", then an absmax reshape). Such layers keep the plain 4-bit path."""
+    for module in model.modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        block = getattr(state, "blocksize", 64) or 64
+        if module.out_features % 32 or module.in_features % block:
+            module.support_avx512bf16_for_cpu = False
 
 
 def _expose_head_bias(model) -> None:
