@@ -55,3 +55,5 @@ def merge(
     extra = f", density {result['density']:g}" if result["density"] is not None else ""
     typer.echo(f"merged {ins} with {result['method']} ({result['library']}{extra})")
     typer.echo(f"{result['ref']}: {result['kind']} in {result['path']}")
+    typer.echo(f"use {result['ref']} with generate / eval; give the folder to `tuneloop export` "
+               "or as a DPO start_from")

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuiapp.engine.export.merge_math import FULL_METHODS
 from tuiapp.engine.infer.model_refs import ModelRef, RefError, resolve_ref
 
+FULL_METHODS = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")   # merge_math.py
 LORA_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 ALIASES = {"add": "task_arithmetic", "task-arithmetic": "task_arithmetic", "arithmetic": "task_arithmetic",
            "dare": "dare_ties", "dare-ties": "dare_ties", "dare-linear": "dare_linear",
