@@ -68,3 +68,15 @@ async def test_merge_screen_merges_lists_and_refuses_in_words(make_app, store, t
         screen.action_merge()
         await wait_until(pilot, lambda: "refused" in text_of(screen.query_one("#merge-status")), timeout=30)
         assert "exactly two" in text_of(screen.query_one("#merge-status"))
+
+
+@pytest.mark.anyio
+async def test_the_palette_opens_the_merge_view(make_app):
+    from tuiapp.screens.palette import TuneloopCommands
+
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        hits = [hit async for hit in TuneloopCommands(app.screen).search("merge: combine")]
+        assert hits, "no palette entry for the Merge view"
+        app.call_later(hits[0].command)
+        await wait_until(pilot, lambda: isinstance(app.screen, MergeScreen))

@@ -19,6 +19,12 @@ def _open_sweeps(app) -> None:
     open_sweeps(app)
 
 
+def _open_merge(app) -> None:
+    from tuiapp.screens.merge import open_merge
+
+    open_merge(app)
+
+
 class TuneloopCommands(Provider):
     def _commands(self) -> list[tuple[str, object, str]]:
         app = self.app
@@ -50,6 +56,8 @@ class TuneloopCommands(Provider):
         commands.append(("Help: every key", app.action_help, "key F1"))
         commands.append(("Sweeps: compare a sweep's runs as charts", partial(_open_sweeps, app),
                          "the runs of `tuneloop sweep`: params vs rank, per-method bars"))
+        commands.append(("Merge: combine adapters or models", partial(_open_merge, app),
+                         "LoRA via PEFT (linear, cat, svd, TIES, DARE), models by TIES/DARE/SLERP"))
         return commands
 
     async def discover(self) -> Hits:
