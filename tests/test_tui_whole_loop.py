@@ -57,18 +57,20 @@ def runs_of(store, kind: str):
     return [r for r in store.list_runs() if r.kind == kind]
 
 
-async def train_by_keys(pilot, app, store, kind: str, steps: int):
-    """On Train (already showing `kind`): max_steps typed, ^t pre-flight, ^s start, wait."""
+async def train_by_keys(pilot, app, store, kind: str, typed: dict[str, str]):
+    """On Train (already showing `kind`): the `typed` fields typed, ^t pre-flight, ^s start,
+    wait for the run to finish."""
     screen = app.screen
     await until(pilot, lambda: screen.choices_loaded and screen.preset_kind == kind
                 and screen.requested_dataset is None, f"Train's {kind} lists")
     await pilot.pause()
     before = {r.id for r in store.list_runs()}
-    field = screen.form.control("max_steps")
-    await tab_to(pilot, app, field, "max_steps")
-    await replace_text(pilot, str(steps))
-    await until(pilot, lambda: field.value == str(steps) and "max_steps" not in screen.errors,
-                "max_steps typed")
+    for name, text in typed.items():
+        field = screen.form.control(name)
+        await tab_to(pilot, app, field, name)
+        await replace_text(pilot, text)
+        await until(pilot, lambda f=field, n=name, t=text: f.value == t and n not in screen.errors,
+                    f"{name} typed", timeout=10)
     await pilot.press("ctrl+t")
     await until(pilot, lambda: screen.preflight_report is not None
                 and not screen.preflight_running, "pre-flight", timeout=120)
@@ -110,9 +112,44 @@ async def compare_by_keys(pilot, app, store, refs: list[str], prompt: str) -> No
                 f"answers of {refs} stored", timeout=180)
 
 
+async def label_by_keys(pilot, app, store, sft_id: int) -> str:
+    """Label: n, Enter on the prefilled dialog, then 1/2 until 20 tasks carry a live label."""
+    from tuiapp.screens.label import LabelScreen
+    from tuiapp.screens.label_modals import NewTasksScreen
+
+    await pilot.press("f6")
+    await until(pilot, lambda: isinstance(app.screen, LabelScreen), "F6 to open Label",
+                timeout=10)
+    screen = app.screen
+    await until(pilot, lambda: screen.loaded, "the Label screen", timeout=30)
+    await pilot.press("n")
+    await until(pilot, lambda: isinstance(app.screen, NewTasksScreen), "the New tasks dialog",
+                timeout=30)
+    dialog = app.screen
+    assert dialog.query_one("#new-models").value == f"base,run:{sft_id}"
+    await pilot.press("enter")
+    await until(pilot, lambda: app.screen is screen and screen.feeder is not None,
+                "the label feeder", timeout=30)
+    task_set = screen.task_set
+    keys = ["1", "2"]
+    pressed = 0
+    while len({e.task_id for e in store.live_labels(task_set)}) < N_LABELS:
+        await until(pilot, lambda: screen.current is not None and not screen.saving,
+                    "the next pair", timeout=120)
+        drawn = screen.drawn
+        await pilot.press(keys[pressed % 2])
+        pressed += 1
+        await until(pilot, lambda d=drawn: screen.drawn > d and not screen.saving,
+                    "the label to be saved", timeout=30)
+        assert pressed < 3 * N_LABELS, "labels are not landing"
+    return task_set
+
+
 async def whole_loop(home) -> None:
     from tuiapp.app import Settings, TuiApp
     from tuiapp.engine.facade import Engine
+    from tuiapp.screens.label_export import TrainFromLabelsScreen
+    from tuiapp.screens.train import TrainScreen
     from tuiapp.workspace import open_workspace
 
     ws = open_workspace(home)
@@ -123,14 +160,42 @@ async def whole_loop(home) -> None:
         async with app.run_test(size=(160, 48)) as pilot:
             # 1. SFT
             await pilot.press("f3")
-            sft = await train_by_keys(pilot, app, store, "sft", 4)
+            # (a few steps at a high learning rate: enough for answers to differ from the base's)
+            sft = await train_by_keys(pilot, app, store, "sft",
+                                      {"max_steps": "6", "learning_rate": "5e-3"})
             # 2. Compare base vs the SFT run
             await compare_by_keys(pilot, app, store, ["base", f"run:{sft.id}"],
                                   "Which town is Tesosto from?")
+            # 3. label 20 pairs: n opens the New label tasks dialog (prefilled with base, the
+            # newest run, the held-out prompts, 20); Enter starts the feeder
+            task_set = await label_by_keys(pilot, app, store, sft.id)
+            # 4. x exports the labels; the dialog's d opens Train on DPO with that version
+            before = {v.id for v in store.list_dataset_versions()}
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, TrainFromLabelsScreen),
+                        "the train-from-labels dialog", timeout=30)
+            (version,) = [v for v in store.list_dataset_versions() if v.id not in before]
+            assert version.kind == "preference" and version.lineage["task_ids"]
+            assert version.lineage["models"] == sorted(["base", f"run:{sft.id}"])
+            assert len(store.live_labels(task_set)) >= N_LABELS
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, TrainScreen), "Train", timeout=10)
+            train = app.screen
+            await until(pilot, lambda: train.kind == "dpo" and train.choices_loaded
+                        and train._dataset() == str(version.id), "Train on DPO with the export",
+                        timeout=30)
+            # 5. DPO from the SFT run on exactly that version
+            dpo = await train_by_keys(pilot, app, store, "dpo",
+                                      {"max_steps": "2", "start_from": str(sft.id)})
+            assert (dpo.dataset_version_id, dpo.parent_run_id) == (version.id, sft.id)
     finally:
         store.close()
 
 
+# Found by this test, not yet fixed: after typing the prompt in Compare and ^g, F6 does not
+# leave Compare (the test times out at "F6 to open Label"). Strict: it flips once fixed.
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 23: F6 does not leave Compare after typing a prompt and ^g")
 def test_the_whole_loop_by_keys_only(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training children inherit it
