@@ -35,6 +35,7 @@ from tuiapp.messages import CompareChoicesLoaded, PaneChunk, PaneDone, PaneFaile
 from tuiapp.screens.areas import AreaScreen
 from tuiapp.screens.compare_batch import BatchPanel, short
 from tuiapp.screens.compare_blind import BLIND_PANES, BlindMixin
+from tuiapp.screens.prompt_area import PromptArea
 from tuiapp.screens.references import reference_for, reference_index, reference_line
 from tuiapp.screens.tab_keys import TabKeysMixin, tab_bindings
 from tuiapp.widgets.model_picker import ModelPicker
@@ -135,7 +136,7 @@ class CompareScreen(TabKeysMixin, BlindMixin, AreaScreen):
                                 compact=True)
                     yield Static("Prompt  (ctrl+g generate · alt+↑↓ history)",
                                  classes="section-title")
-                    yield TextArea(id="cmp-prompt", compact=True, placeholder="Ask something…")
+                    yield PromptArea(id="cmp-prompt", compact=True, placeholder="Ask something…")
                     yield Static("", id="cmp-reference")
                     for row in (SETTINGS[:2], SETTINGS[2:]):
                         with Horizontal(classes="cmp-settings"):
