@@ -104,12 +104,30 @@ async def compare_by_keys(pilot, app, store, refs: list[str], prompt: str) -> No
     assert picker.refs() == refs
     box = screen.query_one("#cmp-prompt")
     await tab_to(pilot, app, box, "the prompt")
-    await type_text(pilot, prompt)
+    await replace_text(pilot, prompt)  # the box keeps the last prompt: clear its line first
     await pilot.press("ctrl+g")
     stored = lambda: {g.model_ref for g in store.list_generations()  # noqa: E731
                       if g.prompt == prompt and g.step is None}
     await until(pilot, lambda: stored() >= set(refs) and not screen.generating,
                 f"answers of {refs} stored", timeout=180)
+
+
+async def export_by_keys(pilot, app, store, run_id: int) -> None:
+    """Export: F7, the newest run is the source, ^s; wait for the export's rows, parity ok."""
+    from tuiapp.screens.export import ExportScreen
+
+    await pilot.press("f7")
+    await until(pilot, lambda: isinstance(app.screen, ExportScreen), "F7 to open Export",
+                timeout=10)
+    screen = app.screen
+    await until(pilot, lambda: screen.ref in (str(run_id), f"run:{run_id}"),
+                f"Export's source showing run {run_id}", timeout=30)
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: screen.running, "the export to start", timeout=10)
+    await until(pilot, lambda: not screen.running, "the export to finish", timeout=300)
+    rows = store.list_exports(run_id)
+    assert rows, screen.error
+    assert {r.status for r in rows} == {"ok"}, [(r.quant, r.status) for r in rows]
 
 
 async def label_by_keys(pilot, app, store, sft_id: int) -> str:
@@ -188,6 +206,12 @@ async def whole_loop(home) -> None:
             dpo = await train_by_keys(pilot, app, store, "dpo",
                                       {"max_steps": "2", "start_from": str(sft.id)})
             assert (dpo.dataset_version_id, dpo.parent_run_id) == (version.id, sft.id)
+            # 6. Compare three models: base, SFT and DPO on one prompt
+            await compare_by_keys(pilot, app, store, ["base", f"run:{sft.id}", f"run:{dpo.id}"],
+                                  "Which craft does Tesosto practise?")
+            # 7. export the DPO run to GGUF: F7 shows the newest run first, ^s exports the
+            # default types (f16, q8_0) with the parity check
+            await export_by_keys(pilot, app, store, dpo.id)
     finally:
         store.close()
 

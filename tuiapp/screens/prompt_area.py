@@ -2,8 +2,8 @@
 
 Textual's TextArea binds F6 (select line) and F7 (select all) itself, so with the cursor in
 Compare's prompt F6/F7 never reached the app and Label/Export could not be opened by key (found by
-the keys-only whole-loop test). Here every area's F-key goes to the app again; ctrl+a still
-selects all."""
+the keys-only whole-loop test). Here every area's F-key goes to the app again; text is still
+selected with shift + arrows / home / end (or the mouse)."""
 
 from __future__ import annotations
 
